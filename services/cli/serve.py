@@ -1,0 +1,301 @@
+"""`mesh-llm serve`: one box running every service of the mesh as its own process: etcd (unless
+--etcd is given), registry, scheduler, one worker per device, gateway. Prints the API URL, runs
+until Ctrl-C or SIGTERM, then stops every child, newest first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from meshllm.core.clients import RegistryClient, model_reference
+from meshllm.core.config import BaseServiceSettings
+from meshllm.core.errors import MeshError, Unavailable
+from meshllm.core.process import ChildProcess
+from meshllm.gateway.settings import GatewaySettings
+from meshllm.registry.catalog import ALIASES, BUILTIN
+from meshllm.registry.settings import RegistrySettings
+from meshllm.scheduler.settings import SchedulerSettings
+from meshllm.worker.binaries import find_binary
+from meshllm.worker.settings import SupervisorSettings, WorkerSettings
+
+from .etcd import EtcdServer, free_port
+
+
+class ServeError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+@dataclass
+class ServeOptions:
+    models: list[str] = field(default_factory=list)  # names and GGUF paths, in flag order
+    port: int = 9337
+    console_port: int = 3131
+    etcd: str = ""
+    node: str = ""
+    mesh_id: str = "default"
+    device: str = "auto"
+    cpu_memory_gib: float = 0.0
+    context: int = 0
+    parallel: int = 4
+    host: str = "127.0.0.1"
+    state_dir: str = ""
+    json: bool = False
+    verbose: bool = False
+
+
+class Console:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def say(self, text: str, **event: object) -> None:
+        if self.as_json:
+            if event:
+                print(json.dumps(event), flush=True)
+        else:
+            print(text, flush=True)
+
+
+def check_port_free(port: int, host: str, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServeError(
+                f"port {port} is not free ({exc.strerror}): choose another with {flag}"
+            ) from exc
+
+
+class Stack:
+    """The child processes of one `serve`, stopped newest first."""
+
+    def __init__(self, opts: ServeOptions, console: Console) -> None:
+        self.opts = opts
+        self.console = console
+        self.children: list[tuple[ChildProcess, str]] = []  # (process, readiness URL)
+        base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
+        self.state_dir = Path(base)
+        self.log_dir = self.state_dir / "logs"
+        self.etcd: EtcdServer | None = None
+
+    async def start_etcd(self) -> str:
+        if self.opts.etcd:
+            return self.opts.etcd
+        self.console.say("starting a private etcd for this mesh (pass --etcd to use your own)")
+        try:
+            self.etcd = EtcdServer(self.state_dir / "etcd", log_path=self.log_dir / "etcd.log")
+        except Unavailable as exc:
+            raise ServeError(exc.message) from exc
+        await self.etcd.start()
+        return self.etcd.endpoint
+
+    async def start_service(
+        self, kind: str, settings: BaseServiceSettings, extra_env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+        child = ChildProcess(
+            kind,
+            [sys.executable, "-m", f"meshllm.{kind}"],
+            env=env,
+            log_path=self.log_dir / f"{kind}.log",
+            echo=self.opts.verbose,
+        )
+        await child.start()
+        ready_url = f"http://127.0.0.1:{settings.http_port}/readyz"
+        self.children.append((child, ready_url))
+        await self.wait_ready(child, ready_url)
+
+    async def wait_ready(self, child: ChildProcess, url: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if not child.running:
+                    raise ServeError(
+                        f"{child.name} exited with {child.returncode}: "
+                        f"{child.last_output()} (log: {child.log_path})"
+                    )
+                try:
+                    async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as reply:
+                        if reply.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise ServeError(
+            f"{child.name} was not ready after {timeout_s:.0f}s (log: {child.log_path})"
+        )
+
+    async def stop(self) -> None:
+        for child, _ in reversed(self.children):
+            await child.stop(grace_s=30.0)
+        if self.etcd is not None:
+            await self.etcd.stop()
+
+
+async def serve(opts: ServeOptions) -> int:
+    console = Console(opts.json)
+    check_port_free(opts.port, opts.host, "--port")
+    if opts.console_port:
+        check_port_free(opts.console_port, opts.host, "--console-port")
+    try:
+        llama = find_binary("llama-server")
+    except Unavailable as exc:
+        raise ServeError(exc.message) from exc
+    stack = Stack(opts, console)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _run(stack, opts, console, llama.path, stop)
+    finally:
+        console.say("stopping…", event="stopping")
+        await stack.stop()
+        console.say("stopped", event="stopped")
+
+
+async def _run(
+    stack: Stack, opts: ServeOptions, console: Console, llama_server: str, stop: asyncio.Event
+) -> int:
+    etcd = await stack.start_etcd()
+    common = {
+        "etcd_endpoints": etcd,
+        "mesh_id": opts.mesh_id,
+        "secret": secrets.token_urlsafe(24),
+        "bind_host": opts.host,
+        **({"node": opts.node} if opts.node else {}),
+    }
+    registry = RegistrySettings(**common, grpc_port=free_port(), http_port=free_port())
+    await stack.start_service("registry", registry)
+    names = await register_models(opts.models, registry, console)
+    await stack.start_service(
+        "scheduler",
+        SchedulerSettings(
+            **common,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            placement={"default_context": opts.context or 4096},
+        ),
+    )
+    await stack.start_service(
+        "worker",
+        WorkerSettings(
+            **common,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            device=opts.device,
+            cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
+            models=",".join(names),
+            supervisor=SupervisorSettings(
+                llama_server=llama_server, parallel=opts.parallel, log_dir=str(stack.log_dir)
+            ),
+        ),
+    )
+    await stack.start_service(
+        "gateway", GatewaySettings(**common, http_port=opts.port, console_port=opts.console_port)
+    )
+    api = f"http://localhost:{opts.port}/v1"
+    console.say(
+        f"\nMesh LLM is up.\n  API:     {api}\n  console: http://localhost:"
+        f"{opts.console_port}\n  logs:    {stack.log_dir}",
+        event="ready",
+        api=api,
+        console=f"http://localhost:{opts.console_port}",
+        logs=str(stack.log_dir),
+    )
+    waiter = asyncio.create_task(announce_models(opts.port, names, console))
+    try:
+        return await watch_children(stack, stop)
+    finally:
+        waiter.cancel()
+
+
+async def register_models(
+    models: list[str], registry: RegistrySettings, console: Console
+) -> list[str]:
+    names = []
+    async with RegistryClient(f"127.0.0.1:{registry.grpc_port}") as client:
+        for value in models:
+            ref = model_reference(value)
+            if "name" in ref and ALIASES.get(value, value) in BUILTIN:
+                fetch_with_progress(value, registry, console)
+            try:
+                entry = await client.register(**ref)
+            except MeshError as exc:
+                raise ServeError(exc.message) from exc
+            console.say(
+                f"model {entry.name}: {entry.facts.architecture}, "
+                f"{entry.facts.block_count} layers, {entry.facts.file_size_bytes / 1e6:.0f} MB",
+                event="registered",
+                model=entry.name,
+            )
+            names.append(entry.name)
+    return names
+
+
+def fetch_with_progress(name: str, registry: RegistrySettings, console: Console) -> None:
+    """Built-in models are downloaded in the foreground, where pip's progress bar shows."""
+    import subprocess
+
+    cached = Path(registry.cache_dir).expanduser() / f"{ALIASES.get(name, name)}.gguf"
+    if cached.is_file():
+        return
+    console.say(f"downloading {name} ({BUILTIN[ALIASES.get(name, name)].size_hint}) …")
+    done = subprocess.run(
+        [sys.executable, "-m", "meshllm.registry", "fetch", name],
+        env={**os.environ, **registry.to_env()},
+        stdout=subprocess.DEVNULL if console.as_json else None,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServeError(f"could not download {name}; check the network or pass --gguf PATH")
+
+
+async def announce_models(port: int, names: list[str], console: Console) -> None:
+    pending = set(names)
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        while pending:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/v1/models") as reply:
+                    served = {m["id"] for m in (await reply.json())["data"]}
+            except (aiohttp.ClientError, ValueError, KeyError):
+                served = set()
+            for name in sorted(pending & served):
+                console.say(
+                    f"model {name} is ready ({time.monotonic() - started:.1f}s)",
+                    event="model_ready",
+                    model=name,
+                )
+            pending -= served
+            await asyncio.sleep(0.25)
+
+
+async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
+    """Until asked to stop; a service that dies takes the stack down with a clear message."""
+    while not stop.is_set():
+        for child, _ in stack.children:
+            if not child.running:
+                stack.console.say(
+                    f"error: {child.name} exited with {child.returncode}: "
+                    f"{child.last_output()} (log: {child.log_path})",
+                    event="error",
+                    service=child.name,
+                )
+                return 1
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+        except TimeoutError:
+            pass
+    return 0

@@ -1,0 +1,73 @@
+"""Typed clients for the services' gRPC APIs. Status codes come back as MeshError; addresses
+are found in the store (/services/<kind>/), preferring one on the caller's node."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from . import keys
+from .errors import Unavailable
+from .grpc import make_channel, map_rpc_errors
+from .proto.mesh.v1 import common_pb2 as pb
+from .proto.mesh.v1 import registry_pb2 as rpb
+from .proto.mesh.v1 import registry_pb2_grpc
+from .store import EtcdStore
+
+
+async def find_service(store: EtcdStore, mesh: str, kind: str, node: str = "") -> str:
+    records, _ = await store.get_prefix(keys.services(mesh, kind), pb.ServiceRecord)
+    candidates = [r for r in records.values() if r.grpc_address]
+    if not candidates:
+        raise Unavailable(f"no {kind} service is running in mesh '{mesh}'")
+    local = [r for r in candidates if r.node == node]
+    return random.choice(local or candidates).grpc_address
+
+
+class RegistryClient:
+    def __init__(self, address: str, timeout_s: float = 600.0) -> None:
+        self._channel = make_channel(address)
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    @classmethod
+    async def discover(cls, store: EtcdStore, mesh: str, node: str) -> RegistryClient:
+        return cls(await find_service(store, mesh, "registry", node))
+
+    async def register(self, *, path: str = "", name: str = "", alias: str = "") -> pb.CatalogEntry:
+        with map_rpc_errors("RegisterModel"):
+            reply = await self._stub.RegisterModel(
+                rpb.RegisterModelRequest(path=path, name=name, alias=alias),
+                timeout=self._timeout_s,
+            )
+        return reply.entry
+
+    async def locate(self, model: str, node: str) -> rpb.LocateModelResponse:
+        with map_rpc_errors("LocateModel"):
+            return await self._stub.LocateModel(
+                rpb.LocateModelRequest(model=model, node=node), timeout=30
+            )
+
+    async def inspect(self, path: str) -> pb.ModelFacts:
+        with map_rpc_errors("InspectModel"):
+            reply = await self._stub.InspectModel(rpb.InspectModelRequest(path=path), timeout=60)
+        return reply.facts
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def model_reference(value: str) -> dict[str, str]:
+    """A `--model` value is a GGUF path when it names a file, else a catalog name."""
+    if value.endswith(".gguf") or os.path.isfile(value):
+        return {"path": value}
+    return {"name": value}
+
+
+__all__ = ["RegistryClient", "find_service", "model_reference"]

@@ -1,0 +1,105 @@
+"""The error tree shared by every service, and its mapping to gRPC codes and HTTP statuses.
+
+    MeshError
+    ├── NotFound            NOT_FOUND           404  model, worker or instance unknown
+    ├── Unavailable         UNAVAILABLE         503  no ready replica, draining, store down
+    ├── InvalidRequest      INVALID_ARGUMENT    400  bad input: body, flag, file
+    ├── CapacityExhausted   RESOURCE_EXHAUSTED  503  nothing fits; carries placement reasons
+    ├── UpstreamError       UNAVAILABLE         502  llama-server failed or closed
+    └── UpstreamTimeout     DEADLINE_EXCEEDED   504
+
+Exceptions are mapped once, at boundaries: the gRPC server interceptor (core/grpc.py) aborts
+with the code, the client wrapper maps a status back to the class, and the gateway renders
+the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class MeshError(Exception):
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, error_code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.error_code = error_code or self.default_code
+
+
+class NotFound(MeshError):
+    code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    openai_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class Unavailable(MeshError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    openai_type = "service_unavailable"
+    default_code = "unavailable"
+
+
+class InvalidRequest(MeshError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    openai_type = "invalid_request_error"
+    default_code = "invalid_request"
+
+
+class CapacityExhausted(MeshError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 503
+    openai_type = "service_unavailable"
+    default_code = "capacity_exhausted"
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
+        super().__init__(message, error_code="capacity_exhausted")
+        self.reasons = reasons or []
+
+
+class UpstreamError(MeshError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 502
+    openai_type = "server_error"
+    default_code = "upstream_error"
+
+
+class UpstreamTimeout(MeshError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+    openai_type = "server_error"
+    default_code = "upstream_timeout"
+
+
+_BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: CapacityExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UpstreamTimeout,
+}
+
+
+def from_grpc(code: grpc.StatusCode, message: str) -> MeshError:
+    return _BY_CODE.get(code, MeshError)(message)
+
+
+def openai_body(error: MeshError) -> dict[str, object]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.openai_type,
+            "param": error.param,
+            "code": error.error_code,
+        }
+    }

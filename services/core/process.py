@@ -1,0 +1,117 @@
+"""A child process we own: started in its own session (so its whole group can be signalled),
+output copied to a log file with the last lines kept for error messages, stopped with SIGTERM
+then SIGKILL after a grace period. Used by the worker for llama-server and by the CLI for the
+services it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ChildProcess:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        echo: bool = False,
+        ignore_sigpipe: bool = False,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.log_path = log_path
+        self.echo = echo
+        self.ignore_sigpipe = ignore_sigpipe
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def last_output(self, lines: int = 3) -> str:
+        return " | ".join(list(self.tail)[-lines:])
+
+    async def start(self) -> None:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            # Python ignores SIGPIPE; restore_signals=False keeps it ignored in the child, so an
+            # rpc-server survives its host dying mid-write.
+            restore_signals=not self.ignore_sigpipe,
+        )
+        self._pump = asyncio.create_task(self._copy_output(), name=f"{self.name}-output")
+        logger.debug("started %s (pid %d): %s", self.name, self._proc.pid, " ".join(self.argv))
+
+    async def _copy_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        log = self.log_path.open("ab") if self.log_path is not None else None
+        try:
+            async for raw in self._proc.stdout:
+                if log is not None:
+                    log.write(raw)
+                    log.flush()
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    self.tail.append(line)
+                    if self.echo:
+                        print(line, flush=True)
+        finally:
+            if log is not None:
+                log.close()
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, timeout=2)
+        return code
+
+    def signal(self, sig: int) -> None:
+        if self.running and self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, sig)
+
+    async def stop(self, grace_s: float = 10.0) -> int | None:
+        """SIGTERM to the process group, SIGKILL after `grace_s`. Idempotent."""
+        if self._proc is None:
+            return None
+        if self.running:
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), timeout=grace_s)
+            except TimeoutError:
+                logger.warning("%s ignored SIGTERM for %.1fs; killing it", self.name, grace_s)
+                self.signal(signal.SIGKILL)
+        # The group may hold children that outlived the leader: make sure they are gone too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        return await self.wait()

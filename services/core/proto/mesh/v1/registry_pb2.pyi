@@ -1,0 +1,62 @@
+from . import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterModelRequest(_message.Message):
+    __slots__ = ("path", "name", "alias")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    name: str
+    alias: str
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class RegisterModelResponse(_message.Message):
+    __slots__ = ("entry",)
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    entry: _common_pb2.CatalogEntry
+    def __init__(self, entry: _Optional[_Union[_common_pb2.CatalogEntry, _Mapping]] = ...) -> None: ...
+
+class InspectModelRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class InspectModelResponse(_message.Message):
+    __slots__ = ("facts",)
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    facts: _common_pb2.ModelFacts
+    def __init__(self, facts: _Optional[_Union[_common_pb2.ModelFacts, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.CatalogEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.CatalogEntry, _Mapping]]] = ...) -> None: ...
+
+class LocateModelRequest(_message.Message):
+    __slots__ = ("model", "node")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    node: str
+    def __init__(self, model: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class LocateModelResponse(_message.Message):
+    __slots__ = ("path", "facts")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    facts: _common_pb2.ModelFacts
+    def __init__(self, path: _Optional[str] = ..., facts: _Optional[_Union[_common_pb2.ModelFacts, _Mapping]] = ...) -> None: ...

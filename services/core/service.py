@@ -1,0 +1,91 @@
+"""The common shape of a service process: connect to etcd, take a lease, serve gRPC (with
+health) and HTTP (probes and metrics, or the service's own app), announce itself under
+/services/<kind>/, run its components, and stop them all in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from . import keys
+from .config import BaseServiceSettings
+from .grpc import make_server, set_serving
+from .lifecycle import Component, EmbeddedUvicorn, GrpcServer, run_service
+from .probes import create_probe_app
+from .proto.mesh.v1 import common_pb2 as pb
+from .store import EtcdStore, LeaseKeeper
+
+logger = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+@dataclass
+class ServiceContext:
+    kind: str
+    instance: str
+    settings: BaseServiceSettings
+    store: EtcdStore
+    lease: LeaseKeeper
+    grpc_address: str = ""  # set once the gRPC server listens
+
+
+@dataclass
+class ServiceParts:
+    register: Callable[[grpc.aio.Server], None] | None = None
+    components: list[Component] = field(default_factory=list)
+    ready: Callable[[], str | None] = lambda: None
+    http_app: object | None = None  # an ASGI app that serves the probes itself
+    announce: bool = True  # write a ServiceRecord under /services/<kind>/
+
+
+def instance_name(kind: str, node: str) -> str:
+    return f"{kind}-{node}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def run_grpc_service(
+    kind: str,
+    settings: BaseServiceSettings,
+    build: Callable[[ServiceContext], Awaitable[ServiceParts]],
+) -> None:
+    async with EtcdStore.connect(settings.etcd_endpoint_list) as store:
+        lease = LeaseKeeper(store, settings.lease_ttl_s)
+        await lease.start()
+        ctx = ServiceContext(kind, instance_name(kind, settings.node), settings, store, lease)
+        parts = await build(ctx)
+        components: list[Component] = [lease]
+        grpc_address = ""
+        if parts.register is not None:
+            server, health, port = make_server(
+                f"{settings.bind_host}:{settings.grpc_port}", parts.register
+            )
+            await server.start()
+            await set_serving(health, True)
+            grpc_address = ctx.grpc_address = f"{settings.advertise_host}:{port}"
+            components.append(GrpcServer(server))
+        http_app = parts.http_app or create_probe_app(parts.ready)
+        components.append(EmbeddedUvicorn(http_app, settings.bind_host, settings.http_port))
+        if parts.announce:
+            await lease.publish(
+                keys.service(settings.mesh_id, kind, ctx.instance),
+                pb.ServiceRecord(
+                    kind=kind,
+                    instance=ctx.instance,
+                    node=settings.node,
+                    grpc_address=grpc_address,
+                    version=VERSION,
+                    http_address=f"{settings.advertise_host}:{settings.http_port}",
+                ),
+            )
+        logger.info(
+            "%s %s serving gRPC on %s, HTTP on :%d",
+            kind,
+            ctx.instance,
+            grpc_address or "-",
+            settings.http_port,
+        )
+        await run_service(kind, [*components, *parts.components], grace_s=settings.shutdown_grace_s)

@@ -1,0 +1,293 @@
+"""etcd, the mesh's only shared state: a thin async wrapper over `aetcd`, plus the two pieces
+every service builds on: `LeaseKeeper` (keys that live as long as this process) and
+`PrefixCache` (an in-memory copy of a key prefix, kept current by a watch).
+
+`aetcd` is used because `etcd3` does not import with protobuf >= 4 (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import aetcd
+import aetcd.exceptions
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from .errors import Unavailable
+from .lifecycle import LoopComponent
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+StoreFailure = (aetcd.exceptions.ClientError, grpc.RpcError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    key: str
+    value: bytes | None  # None when the key was deleted
+    revision: int
+
+
+class StoreCompacted(Exception):
+    """The watch asked for a revision etcd has already compacted away: reload and watch again."""
+
+
+def client_target(endpoints: list[str]) -> tuple[str, int]:
+    """aetcd takes one host and port; several IPv4 endpoints go through gRPC's ipv4: resolver."""
+    if not endpoints:
+        raise ValueError("no etcd endpoint given")
+    host, _, port = endpoints[-1].rpartition(":")
+    if len(endpoints) == 1:
+        return host, int(port)
+    return "ipv4:" + ",".join([*endpoints[:-1], host]), int(port)
+
+
+class EtcdStore:
+    def __init__(self, client: aetcd.Client) -> None:
+        self._client = client
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, endpoints: list[str], *, wait_s: float = 15.0, rpc_timeout_s: int = 5
+    ) -> AsyncIterator[EtcdStore]:
+        host, port = client_target(endpoints)
+        client = aetcd.Client(host=host, port=port, timeout=rpc_timeout_s)
+        try:
+            await _wait_until_reachable(client, endpoints, wait_s)
+            yield cls(client)
+        finally:
+            await client.close()
+
+    async def put(self, key: str, value: Message | bytes, *, lease: int | None = None) -> int:
+        data = value if isinstance(value, bytes) else value.SerializeToString()
+        reply = await self._client.put(key.encode(), data, lease=lease or None)
+        return int(reply.header.revision)
+
+    async def get(self, key: str, cls: type[M]) -> M | None:
+        reply = await self._client.get(key.encode())
+        return None if reply is None else _decode(cls, key, reply.value)
+
+    async def get_raw(self, key: str) -> tuple[bytes, int] | None:
+        """The value and the lease id it hangs on."""
+        reply = await self._client.get(key.encode())
+        return None if reply is None else (reply.value, int(reply.lease))
+
+    async def get_prefix(self, prefix: str, cls: type[M]) -> tuple[dict[str, M], int]:
+        """Every key under the prefix, decoded, and the store revision they were read at."""
+        reply = await self._client.get_prefix(prefix.encode())
+        items: dict[str, M] = {}
+        for kv in reply:
+            message = _decode(cls, kv.key.decode(), kv.value)
+            if message is not None:
+                items[kv.key.decode()] = message
+        return items, int(reply.header.revision)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._client.delete(key.encode()))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return len(await self._client.delete_prefix(prefix.encode()))
+
+    async def put_if_absent(self, key: str, value: bytes, *, lease: int | None = None) -> bool:
+        tx = self._client.transactions
+        ok, _ = await self._client.transaction(
+            compare=[tx.create(key.encode()) == 0],
+            success=[tx.put(key.encode(), value, lease=lease)],
+            failure=[],
+        )
+        return bool(ok)
+
+    async def grant_lease(self, ttl_s: int) -> int:
+        lease = await self._client.lease(ttl_s)
+        return int(lease.id)
+
+    async def refresh_lease(self, lease_id: int) -> int:
+        """Keep a lease alive; returns its remaining TTL, 0 when it has already expired."""
+        reply = await self._client.refresh_lease(lease_id)
+        return int(reply.TTL) if reply is not None else 0
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        await self._client.revoke_lease(lease_id)
+
+    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Events under the prefix from `start_revision` on. Connection errors are retried from
+        the last revision seen, so no event is lost; a compacted revision raises StoreCompacted."""
+        next_revision = start_revision
+        delay = 0.1
+        while True:
+            try:
+                watch = await self._client.watch_prefix(
+                    prefix.encode(), start_revision=next_revision
+                )
+                async for event in watch:
+                    delay = 0.1
+                    next_revision = int(event.kv.mod_revision) + 1
+                    deleted = event.kind == aetcd.rtypes.EventKind.DELETE
+                    yield WatchEvent(
+                        event.kv.key.decode(),
+                        None if deleted else event.kv.value,
+                        next_revision - 1,
+                    )
+            except aetcd.exceptions.RevisionCompactedError as exc:
+                raise StoreCompacted(str(exc)) from exc
+            except StoreFailure as exc:
+                logger.warning(
+                    "watch on %s broke (%s); resuming from revision %d", prefix, exc, next_revision
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _wait_until_reachable(client: aetcd.Client, endpoints: list[str], wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            await asyncio.wait_for(client.status(), timeout=2.0)
+            return
+        except StoreFailure as exc:
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"etcd at {','.join(endpoints)} is not reachable "
+                    f"({exc or type(exc).__name__}); check the address or start etcd"
+                ) from exc
+            await asyncio.sleep(0.2)
+
+
+def _decode(cls: type[M], key: str, data: bytes) -> M | None:
+    message = cls()
+    try:
+        message.ParseFromString(data)
+    except DecodeError:
+        logger.warning("ignoring %s: its value is not a valid %s", key, cls.__name__)
+        return None
+    return message
+
+
+class LeaseKeeper:
+    """Owns this process's lease: keys published through it vanish when the process dies
+    (the lease expires after its TTL) or stops (the lease is revoked). If the lease is lost
+    anyway (etcd unreachable for longer than the TTL), a new one is granted, every owned key
+    is written again, and `on_new_lease` hooks run."""
+
+    def __init__(self, store: EtcdStore, ttl_s: int) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._owned: dict[str, bytes] = {}
+        self._stopped = asyncio.Event()
+        self.lease_id = 0
+        self.on_new_lease: list[Callable[[int], Awaitable[None]]] = []
+
+    async def start(self) -> int:
+        self.lease_id = await self._store.grant_lease(self._ttl_s)
+        return self.lease_id
+
+    async def publish(self, key: str, value: Message) -> None:
+        data = value.SerializeToString()
+        self._owned[key] = data
+        await self._store.put(key, data, lease=self.lease_id)
+
+    async def withdraw(self, key: str) -> None:
+        if self._owned.pop(key, None) is not None:
+            await self._store.delete(key)
+
+    async def run(self) -> None:
+        interval = max(self._ttl_s / 3, 0.3)
+        while not self._stopped.is_set():
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout=interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                if await self._store.refresh_lease(self.lease_id) <= 0:
+                    await self._renew()
+            except StoreFailure as exc:
+                logger.warning("lease %x keepalive failed: %s", self.lease_id, exc)
+
+    async def _renew(self) -> None:
+        old = self.lease_id
+        self.lease_id = await self._store.grant_lease(self._ttl_s)
+        logger.warning(
+            "lease %x expired; republishing %d keys under %x", old, len(self._owned), self.lease_id
+        )
+        for key, data in list(self._owned.items()):
+            await self._store.put(key, data, lease=self.lease_id)
+        for hook in self.on_new_lease:
+            await hook(self.lease_id)
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._owned.clear()
+        if self.lease_id:
+            try:
+                await self._store.revoke_lease(self.lease_id)
+            except StoreFailure as exc:
+                logger.warning(
+                    "could not revoke lease %x (%s); its keys expire with its TTL",
+                    self.lease_id,
+                    exc,
+                )
+
+
+class PrefixCache(LoopComponent, Generic[M]):
+    """An in-memory copy of every key under a prefix, decoded, kept current by a watch.
+    Readers use `items` (never a store round trip); listeners run after every change."""
+
+    def __init__(self, store: EtcdStore, prefix: str, cls: type[M]) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._cls = cls
+        self.items: dict[str, M] = {}
+        self.ready = asyncio.Event()
+        self.listeners: list[Callable[[], None]] = []
+
+    async def loop(self) -> None:
+        while True:
+            revision = await self._load()
+            try:
+                async for event in self._store.watch_prefix(self._prefix, revision + 1):
+                    self._apply(event)
+            except StoreCompacted as exc:
+                logger.info("reloading %s: %s", self._prefix, exc)
+
+    async def _load(self) -> int:
+        delay = 0.1
+        while True:
+            try:
+                items, revision = await self._store.get_prefix(self._prefix, self._cls)
+                break
+            except StoreFailure as exc:
+                logger.warning("loading %s failed (%s); retrying", self._prefix, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.items = items
+        self.ready.set()
+        self._notify()
+        return revision
+
+    def _apply(self, event: WatchEvent) -> None:
+        if event.value is None:
+            if event.key not in self.items:
+                return
+            self.items = {k: v for k, v in self.items.items() if k != event.key}
+        else:
+            message = _decode(self._cls, event.key, event.value)
+            if message is None:
+                return
+            self.items = {**self.items, event.key: message}
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()

@@ -1,0 +1,47 @@
+"""The gateway service: `python -m meshllm.gateway` (settings from MESH_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from meshllm.core.lifecycle import Closer, EmbeddedUvicorn
+from meshllm.core.logging import configure_logging
+from meshllm.core.service import ServiceContext, ServiceParts, run_grpc_service
+from meshllm.core.streaming import upstream_session
+
+from .app import GatewayApp, create_api
+from .console import create_console
+from .endpoints import EndpointTable
+from .proxy import Proxy
+from .routing import Router
+from .settings import GatewaySettings
+
+
+async def build(ctx: ServiceContext) -> ServiceParts:
+    settings = ctx.settings
+    assert isinstance(settings, GatewaySettings)
+    table = EndpointTable(ctx.store, settings.mesh_id)
+    session = upstream_session()
+    proxy = Proxy(
+        settings.proxy,
+        settings.node,
+        settings.secret.get_secret_value(),
+        table,
+        Router(settings.proxy.suspect_for_s),
+        lambda: session,
+    )
+    components = [Closer(session), *table.caches]
+    if settings.console_port:
+        console, caches = create_console(ctx.store, settings.mesh_id, table)
+        components += [*caches, EmbeddedUvicorn(console, settings.bind_host, settings.console_port)]
+    return ServiceParts(components=components, http_app=GatewayApp(proxy, create_api(table)))
+
+
+def cli() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    asyncio.run(run_grpc_service("gateway", settings, build))
+
+
+if __name__ == "__main__":
+    cli()

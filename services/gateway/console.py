@@ -1,0 +1,71 @@
+"""The console on :3131: a status page and the management API behind it (/api/status).
+Read-only for now; it shows what the mesh is doing: workers, models, replicas, placement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from google.protobuf.json_format import MessageToDict
+
+from meshllm.core import keys
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore, PrefixCache
+
+from .endpoints import EndpointTable
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Mesh LLM</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
+margin-bottom:2em}td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}
+h1{font-size:1.3em}</style></head><body><h1>Mesh LLM</h1><div id="out">loading…</div><script>
+const esc = s => String(s).replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+function table(head, rows){return '<table><tr>'+head.map(h=>'<th>'+esc(h)+'</th>').join('')+
+ '</tr>'+rows.map(r=>'<tr>'+r.map(c=>'<td>'+esc(c)+'</td>').join('')+'</tr>').join('')+'</table>'}
+async function refresh(){const s=await (await fetch('api/status')).json();
+ document.getElementById('out').innerHTML='<h2>Models</h2>'+table(['model','replicas','nodes'],
+ s.models.map(m=>[m.id,m.replicas.length,m.replicas.map(r=>r.node).join(', ')]))+
+ '<h2>Workers</h2>'+table(['node','worker','device','budget GiB','instances'],
+ s.workers.map(w=>[w.node,w.workerId,(w.device||{}).name||'',
+ (((w.device||{}).memoryBudgetBytes||0)/2**30).toFixed(2),
+ (w.instances||[]).map(i=>i.model+' '+i.state.replace('INSTANCE_STATE_','').toLowerCase()).join(', ')]))+
+ '<h2>Placement</h2>'+table(['model','placed','why'],
+ s.placement.map(p=>[p.model,p.placed?'yes':'no',(p.reasons||[]).join('; ')]));}
+refresh();setInterval(refresh,2000);</script></body></html>"""
+
+
+def create_console(
+    store: EtcdStore, mesh: str, table: EndpointTable
+) -> tuple[FastAPI, list[PrefixCache]]:
+    workers = PrefixCache(store, keys.workers(mesh), pb.WorkerRecord)
+    placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
+    app = FastAPI(title="Mesh LLM console", docs_url=None, redoc_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE
+
+    @app.get("/api/status")
+    async def status() -> dict[str, Any]:
+        models = []
+        for model, endpoints in sorted(table.served_models().items()):
+            models.append(
+                {
+                    "id": model,
+                    "replicas": [
+                        {"node": e.node, "instance": e.instance_id, "worker": e.worker_id}
+                        for e in endpoints
+                    ],
+                }
+            )
+        return {
+            "mesh": mesh,
+            "models": models,
+            "workers": [MessageToDict(w) for _, w in sorted(workers.items.items())],
+            "placement": [
+                MessageToDict(p, always_print_fields_with_no_presence=True)
+                for _, p in sorted(placement.items.items())
+            ],
+        }
+
+    return app, [workers, placement]

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import grpc
+
+from meshllm.core import keys
+from meshllm.core.errors import InvalidRequest, NotFound
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
+from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
+from meshllm.core.store import EtcdStore
+
+from . import catalog
+from .gguf_facts import GgufError, GgufFacts, read_facts
+from .settings import RegistrySettings
+
+logger = logging.getLogger(__name__)
+
+
+def facts_message(facts: GgufFacts) -> pb.ModelFacts:
+    return pb.ModelFacts(
+        architecture=facts.architecture,
+        display_name=facts.name,
+        file_size_bytes=facts.file_size,
+        block_count=facts.block_count,
+        context_length=facts.context_length,
+        embedding_length=facts.embedding_length,
+        head_count=facts.head_count,
+        head_count_kv=facts.head_count_kv,
+        feed_forward_length=facts.feed_forward_length,
+        expert_count=facts.expert_count,
+        expert_used_count=facts.expert_used_count,
+        vocab_size=facts.vocab_size,
+        file_type=facts.file_type,
+        has_chat_template=facts.has_chat_template,
+        vision=facts.vision,
+        audio=facts.audio,
+        kv_bytes_per_token=facts.kv_cache_bytes(1),
+    )
+
+
+async def inspect(path: Path) -> pb.ModelFacts:
+    try:
+        facts = await asyncio.to_thread(read_facts, path)
+    except GgufError as exc:
+        raise InvalidRequest(str(exc), param="path") from exc
+    return facts_message(facts)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, settings: RegistrySettings, store: EtcdStore) -> None:
+        self._settings = settings
+        self._store = store
+        self._models_dir = Path(settings.models_dir).expanduser()
+        self._cache_dir = Path(settings.cache_dir).expanduser()
+
+    async def RegisterModel(
+        self, request: rpb.RegisterModelRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.RegisterModelResponse:
+        if bool(request.path) == bool(request.name):
+            raise InvalidRequest("give exactly one of a GGUF path and a model name")
+        if request.path:
+            path = Path(request.path).expanduser().resolve()
+            source = pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_PATH, path=str(path))
+            name = request.alias or catalog.name_from_path(path)
+        else:
+            name = request.alias or catalog.canonical_name(request.name)
+            found, source = catalog.resolve_name(request.name, self._models_dir, self._cache_dir)
+            path = found or await asyncio.to_thread(
+                catalog.fetch_builtin, request.name, self._cache_dir
+            )
+            source.path = str(path)
+        catalog.check_name(name)
+        source.node = self._settings.node
+        entry = pb.CatalogEntry(
+            name=name, source=source, facts=await inspect(path), registered_unix=int(time.time())
+        )
+        await self._store.put(keys.catalog_entry(self._settings.mesh_id, name), entry)
+        logger.info(
+            "registered %s from %s (%s, %d layers, %.1f MB)",
+            name,
+            path,
+            entry.facts.architecture,
+            entry.facts.block_count,
+            entry.facts.file_size_bytes / 1e6,
+        )
+        return rpb.RegisterModelResponse(entry=entry)
+
+    async def InspectModel(
+        self, request: rpb.InspectModelRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.InspectModelResponse:
+        return rpb.InspectModelResponse(facts=await inspect(Path(request.path).expanduser()))
+
+    async def ListModels(
+        self, request: rpb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ListModelsResponse:
+        entries, _ = await self._store.get_prefix(
+            keys.catalog(self._settings.mesh_id), pb.CatalogEntry
+        )
+        return rpb.ListModelsResponse(entries=sorted(entries.values(), key=lambda e: e.name))
+
+    async def LocateModel(
+        self, request: rpb.LocateModelRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.LocateModelResponse:
+        entry = await self._store.get(
+            keys.catalog_entry(self._settings.mesh_id, request.model), pb.CatalogEntry
+        )
+        if entry is None:
+            raise NotFound(f"model '{request.model}' is not in the catalog")
+        path = Path(entry.source.path)
+        if not path.is_file():
+            raise NotFound(
+                f"the file of '{request.model}' ({path}) is not on node {self._settings.node}"
+            )
+        return rpb.LocateModelResponse(path=str(path), facts=entry.facts)

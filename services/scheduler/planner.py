@@ -1,0 +1,115 @@
+"""The leader's loop: watch workers, catalog, demand and assignments; when anything changes,
+plan again and write the difference (assignments under each worker's lease, placement
+statuses under ours)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from meshllm.core import keys
+from meshllm.core.lifecycle import LoopComponent
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
+
+from . import placement
+from .leader import LeaderElection
+from .settings import PlacementSettings
+
+logger = logging.getLogger(__name__)
+
+
+class MeshView:
+    """Watch-fed copies of everything placement reads."""
+
+    def __init__(self, store: EtcdStore, mesh: str) -> None:
+        self.workers = PrefixCache(store, keys.workers(mesh), pb.WorkerRecord)
+        self.catalog = PrefixCache(store, keys.catalog(mesh), pb.CatalogEntry)
+        self.demand = PrefixCache(store, keys.demand(mesh), pb.Demand)
+        self.assignments = PrefixCache(store, keys.assignments(mesh), pb.Assignment)
+        self.placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
+        self.caches = [self.workers, self.catalog, self.demand, self.assignments, self.placement]
+
+    def wanted(self) -> dict[str, int]:
+        wanted: dict[str, int] = {}
+        for d in self.demand.items.values():
+            wanted[d.model] = max(wanted.get(d.model, 0), d.context)
+        return wanted
+
+    def catalog_by_name(self) -> dict[str, pb.CatalogEntry]:
+        return {e.name: e for e in self.catalog.items.values()}
+
+    async def ready(self) -> None:
+        await asyncio.gather(*(c.ready.wait() for c in self.caches))
+
+
+class Planner(LoopComponent):
+    def __init__(
+        self,
+        store: EtcdStore,
+        lease: LeaseKeeper,
+        view: MeshView,
+        mesh: str,
+        election: LeaderElection,
+        settings: PlacementSettings,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._view = view
+        self._mesh = mesh
+        self._election = election
+        self._settings = settings
+        self._dirty = asyncio.Event()
+        for cache in view.caches[:4]:
+            cache.listeners.append(self._dirty.set)
+
+    async def loop(self) -> None:
+        await self._view.ready()
+        while True:
+            await self._election.is_leader.wait()
+            try:
+                await self._replan()
+            except StoreFailure as exc:
+                logger.warning("planning failed (%s); will retry", exc)
+                await asyncio.sleep(0.5)
+                continue
+            # wake on any change, and now and then so a lost write gets redone
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=5.0)
+            await asyncio.sleep(self._settings.settle_s)
+
+    async def _replan(self) -> None:
+        self._dirty.clear()
+        view = self._view
+        result = placement.plan(
+            view.wanted(),
+            view.catalog_by_name(),
+            view.workers.items.values(),
+            view.assignments.items,
+            self._settings,
+        )
+        if not self._election.is_leader.is_set():
+            return
+        for key in result.delete:
+            logger.info("removing assignment %s", key)
+            await self._store.delete(key)
+        for worker, a in result.create:
+            a.created_unix = int(time.time())
+            logger.info("assigning %s to %s/%s: %s", a.model, a.node, a.worker_id, a.reasons[0])
+            await self._store.put(
+                keys.assignment(self._mesh, a.node, a.worker_id, a.id), a, lease=worker.lease_id
+            )
+        await self._write_status(result.status)
+
+    async def _write_status(self, status: dict[str, pb.PlacementStatus]) -> None:
+        current = {s.model: s for s in self._view.placement.items.values()}
+        for model, s in status.items():
+            old = current.get(model)
+            if old is None or list(old.reasons) != list(s.reasons) or old.placed != s.placed:
+                s.updated_unix = int(time.time())
+                await self._lease.publish(keys.placement(self._mesh, model), s)
+        for model in current.keys() - status.keys():
+            await self._lease.withdraw(keys.placement(self._mesh, model))
+            await self._store.delete(keys.placement(self._mesh, model))

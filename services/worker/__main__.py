@@ -1,0 +1,101 @@
+"""The worker service, one per device: `python -m meshllm.worker` (settings from MESH_*)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from meshllm.core.lifecycle import Closer, LoopComponent
+from meshllm.core.logging import configure_logging
+from meshllm.core.probes import create_probe_app
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
+from meshllm.core.service import ServiceContext, ServiceParts, run_grpc_service
+from meshllm.core.streaming import upstream_session
+
+from .agent import WorkerAgent
+from .binaries import find_binary
+from .gpus import select_device
+from .relay import RelayApp
+from .servicer import WorkerServicer
+from .settings import WorkerSettings
+from .supervisor import Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+class Drainer(LoopComponent):
+    """Stopped first: withdraws the endpoints so gateways stop routing here before the
+    processes go."""
+
+    def __init__(self, agent: WorkerAgent) -> None:
+        self._agent = agent
+
+    async def loop(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._agent.drain()
+
+
+def device_env(device: pb.Device) -> dict[str, str]:
+    env = dict(os.environ)
+    if device.kind == pb.DEVICE_KIND_CUDA:
+        env["CUDA_VISIBLE_DEVICES"] = str(device.index)
+    return env
+
+
+async def build(ctx: ServiceContext) -> ServiceParts:
+    settings = ctx.settings
+    assert isinstance(settings, WorkerSettings)
+    device = select_device(settings.device, settings.cpu_memory_fraction, settings.cpu_memory_bytes)
+    binary = find_binary("llama-server", settings.supervisor.llama_server)
+    logger.info(
+        "device %s (%s), budget %.2f GiB; llama-server: %s (from %s)",
+        device.id,
+        device.name,
+        device.memory_budget_bytes / 2**30,
+        binary.path,
+        binary.origin,
+    )
+    session = upstream_session()
+    relay_url = f"http://{settings.advertise_host}:{settings.http_port}"
+    agent = WorkerAgent(settings, ctx.store, ctx.lease, device, relay_url, lambda: ctx.grpc_address)
+    supervisor = Supervisor(
+        settings.supervisor,
+        binary.path,
+        session,
+        on_change=agent.on_instance_change,
+        base_env=device_env(device),
+    )
+    agent.supervisor = supervisor
+    servicer = WorkerServicer(agent, settings.supervisor.load_timeout_s)
+
+    def port_of(instance_id: str) -> int | None:
+        instance = supervisor.instances.get(instance_id)
+        return instance.port if instance is not None else None
+
+    def ready() -> str | None:
+        return None if agent.assignments.ready.is_set() else "loading assignments from etcd"
+
+    relay = RelayApp(
+        settings.secret.get_secret_value(), port_of, lambda: session, create_probe_app(ready)
+    )
+    return ServiceParts(
+        register=lambda s: worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, s),
+        components=[Closer(session), supervisor, agent.assignments, agent, Drainer(agent)],
+        http_app=relay,
+        announce=False,
+    )
+
+
+def cli() -> None:
+    settings = WorkerSettings()
+    configure_logging("worker", settings.log_level, settings.log_format)
+    asyncio.run(run_grpc_service("worker", settings, build))
+
+
+if __name__ == "__main__":
+    cli()

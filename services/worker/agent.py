@@ -1,0 +1,213 @@
+"""The worker's link to the mesh: publishes its WorkerRecord, turns its assignments into
+running instances, and publishes each instance's endpoint exactly while it is ready.
+Everything it writes hangs on its lease, so it all vanishes with the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from meshllm.core import keys
+from meshllm.core.clients import RegistryClient, model_reference
+from meshllm.core.errors import MeshError, Unavailable
+from meshllm.core.lifecycle import LoopComponent
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
+
+from .llama_server import InstanceSpec
+from .settings import WorkerSettings
+from .supervisor import InstanceState, ManagedInstance, Supervisor
+
+logger = logging.getLogger(__name__)
+
+_STATE_TO_PB = {
+    InstanceState.STARTING: pb.INSTANCE_STATE_STARTING,
+    InstanceState.LOADING: pb.INSTANCE_STATE_LOADING,
+    InstanceState.READY: pb.INSTANCE_STATE_READY,
+    InstanceState.FAILED: pb.INSTANCE_STATE_FAILED,
+    InstanceState.STOPPING: pb.INSTANCE_STATE_STOPPING,
+    InstanceState.STOPPED: pb.INSTANCE_STATE_STOPPED,
+}
+MANUAL_PREFIX = "manual-"
+
+
+class WorkerAgent(LoopComponent):
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        store: EtcdStore,
+        lease: LeaseKeeper,
+        device: pb.Device,
+        relay_url: str,
+        grpc_address: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._lease = lease
+        self.worker_id = settings.worker_id or device.id
+        self.record = pb.WorkerRecord(
+            node=settings.node,
+            worker_id=self.worker_id,
+            device=device,
+            relay_url=relay_url,
+            version="0.1.0",
+            started_unix=int(time.time()),
+        )
+        self.assignments = PrefixCache(
+            store, keys.assignments(settings.mesh_id, settings.node, self.worker_id), pb.Assignment
+        )
+        self.supervisor: Supervisor | None = None
+        self._pinned_models = settings.model_list
+        self._grpc_address = grpc_address
+        self._dirty = asyncio.Event()
+        self.assignments.listeners.append(self._dirty.set)
+        lease.on_new_lease.append(self._on_new_lease)
+
+    @property
+    def _key(self) -> str:
+        return keys.worker(self.settings.mesh_id, self.settings.node, self.worker_id)
+
+    async def publish_record(self) -> None:
+        self.record.lease_id = self._lease.lease_id
+        self.record.grpc_address = self._grpc_address()
+        if self.supervisor is not None:
+            del self.record.instances[:]
+            self.record.instances.extend(
+                instance_message(i) for i in self.supervisor.instances.values()
+            )
+        await self._lease.publish(self._key, self.record)
+
+    async def _on_new_lease(self, lease_id: int) -> None:
+        await self.publish_record()
+
+    async def pin_models(self, models: list[str], registry: RegistryClient) -> list[str]:
+        """Register the models this node was started with and record the demand for them,
+        pinned for as long as this worker lives."""
+        names = []
+        for value in models:
+            entry = await registry.register(**model_reference(value))
+            names.append(entry.name)
+            await self._lease.publish(
+                keys.demand_entry(self.settings.mesh_id, entry.name, self.settings.node),
+                pb.Demand(model=entry.name, origin=self.settings.node, pinned=True),
+            )
+        return names
+
+    async def _pin_with_retry(self) -> None:
+        while self._pinned_models:
+            try:
+                async with await RegistryClient.discover(
+                    self._store, self.settings.mesh_id, self.settings.node
+                ) as registry:
+                    names = await self.pin_models(self._pinned_models, registry)
+                logger.info("serving on request of this node: %s", ", ".join(names))
+                return
+            except Unavailable as exc:
+                logger.info("waiting for the registry: %s", exc.message)
+                await asyncio.sleep(1.0)
+
+    async def on_instance_change(self, instance: ManagedInstance) -> None:
+        spec = instance.spec
+        key = keys.endpoint(self.settings.mesh_id, spec.model, spec.instance_id)
+        try:
+            if instance.state == InstanceState.READY and not self.record.draining:
+                await self._lease.publish(
+                    key,
+                    pb.Endpoint(
+                        model=spec.model,
+                        instance_id=spec.instance_id,
+                        node=self.settings.node,
+                        worker_id=self.worker_id,
+                        local_url=f"http://127.0.0.1:{instance.port}",
+                        relay_url=self.record.relay_url,
+                        slots=spec.parallel,
+                        context=spec.context,
+                    ),
+                )
+            else:
+                await self._lease.withdraw(key)
+            await self.publish_record()
+        except StoreFailure as exc:
+            logger.warning("could not publish the state of %s: %s", spec.instance_id, exc)
+
+    async def drain(self) -> None:
+        self.record.draining = True
+        for model_key in [k for k in list(self._owned_endpoint_keys())]:
+            await self._lease.withdraw(model_key)
+        await self.publish_record()
+
+    def _owned_endpoint_keys(self) -> list[str]:
+        if self.supervisor is None:
+            return []
+        return [
+            keys.endpoint(self.settings.mesh_id, i.spec.model, i.spec.instance_id)
+            for i in self.supervisor.instances.values()
+        ]
+
+    async def loop(self) -> None:
+        await self.publish_record()
+        await self._pin_with_retry()
+        await self.assignments.ready.wait()
+        while True:
+            self._dirty.clear()
+            await self._reconcile()
+            await self._dirty.wait()
+
+    async def _reconcile(self) -> None:
+        assert self.supervisor is not None
+        wanted = {a.id: a for a in self.assignments.items.values()}
+        running = {i.spec.assignment_id: i for i in self.supervisor.instances.values()}
+        for assignment_id, instance in running.items():
+            if assignment_id not in wanted and not assignment_id.startswith(MANUAL_PREFIX):
+                logger.info(
+                    "assignment %s gone: stopping %s", assignment_id, instance.spec.instance_id
+                )
+                await self.supervisor.remove(instance.spec.instance_id)
+        for assignment_id, a in wanted.items():
+            if assignment_id not in running:
+                try:
+                    await self.start_instance(a.model, a.context, assignment_id, a.memory_bytes)
+                except MeshError as exc:
+                    logger.warning(
+                        "cannot start %s for assignment %s: %s", a.model, assignment_id, exc.message
+                    )
+
+    async def start_instance(
+        self, model: str, context: int, assignment_id: str, memory_bytes: int = 0
+    ) -> ManagedInstance:
+        assert self.supervisor is not None
+        async with await RegistryClient.discover(
+            self._store, self.settings.mesh_id, self.settings.node
+        ) as registry:
+            located = await registry.locate(model, self.settings.node)
+        context = context or min(located.facts.context_length or 4096, 4096)
+        sup = self.settings.supervisor
+        spec = InstanceSpec(
+            instance_id=f"{self.worker_id}-{assignment_id}",
+            model=model,
+            model_path=located.path,
+            context=context,
+            parallel=sup.parallel,
+            threads=sup.threads,
+            assignment_id=assignment_id,
+            memory_bytes=memory_bytes,
+            gpu_layers=0 if self.record.device.kind == pb.DEVICE_KIND_CPU else 999,
+            extra_args=tuple(sup.extra_args),
+        )
+        return self.supervisor.start(spec)
+
+
+def instance_message(instance: ManagedInstance) -> pb.Instance:
+    return pb.Instance(
+        id=instance.spec.instance_id,
+        model=instance.spec.model,
+        assignment_id=instance.spec.assignment_id,
+        state=_STATE_TO_PB[instance.state],
+        port=instance.port,
+        memory_bytes=instance.spec.memory_bytes,
+        restart_count=instance.restart_count,
+        last_exit_code=instance.last_exit_code,
+        message=instance.message,
+    )

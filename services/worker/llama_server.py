@@ -1,0 +1,95 @@
+"""How to run llama-server for one instance: the argv (a pure function) and its health probe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+# Flags the worker owns; a user's extra args may not override them.
+OWNED_FLAGS = {
+    "--host": 1,
+    "--port": 1,
+    "-m": 1,
+    "--model": 1,
+    "--rpc": 1,
+    "-c": 1,
+    "--ctx-size": 1,
+    "-np": 1,
+    "--parallel": 1,
+    "--alias": 1,
+    "-a": 1,
+    "--metrics": 0,
+}
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    instance_id: str
+    model: str
+    model_path: str
+    context: int
+    parallel: int = 4
+    threads: int = 0
+    gpu_layers: int = 0  # 0 on a CPU device; all layers on a GPU
+    assignment_id: str = ""
+    memory_bytes: int = 0
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+
+def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
+    argv = [
+        binary,
+        "--model",
+        spec.model_path,
+        "--alias",
+        spec.model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(spec.context),
+        "--parallel",
+        str(spec.parallel),
+        "--n-gpu-layers",
+        str(spec.gpu_layers),
+        "--metrics",
+        "--no-webui",
+        # /v1/embeddings next to chat; generative GGUFs declare no pooling, which the OpenAI
+        # route refuses, so mean pooling is the default (a user's --pooling comes later, wins).
+        "--embeddings",
+        "--pooling",
+        "mean",
+    ]
+    if spec.threads:
+        argv += ["--threads", str(spec.threads)]
+    return argv + strip_owned_flags(spec.extra_args)
+
+
+def strip_owned_flags(args: Sequence[str]) -> list[str]:
+    """Drop flags the worker sets itself (and their values) from user-supplied args."""
+    kept: list[str] = []
+    skip = 0
+    for arg in args:
+        if skip:
+            skip -= 1
+            continue
+        name = arg.split("=", 1)[0]
+        if name in OWNED_FLAGS:
+            skip = OWNED_FLAGS[name] if "=" not in arg else 0
+            continue
+        kept.append(arg)
+    return kept
+
+
+async def health(session: aiohttp.ClientSession, port: int, timeout_s: float) -> int | None:
+    """The HTTP status of GET /health (200 ready, 503 loading), None when it does not answer."""
+    try:
+        async with session.get(
+            f"http://127.0.0.1:{port}/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as reply:
+            return reply.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from meshllm.core.config import BaseServiceSettings, Section
+
+
+def _default_log_dir() -> str:
+    return str(Path.home() / ".cache" / "mesh-llm" / "logs")
+
+
+class SupervisorSettings(Section):
+    llama_server: str = Field("", description="path of llama-server; empty: search (see binaries)")
+    port_range: str = Field("41000-41999", description="loopback ports for llama-server")
+    load_timeout_s: float = Field(300.0, gt=0)
+    stop_grace_s: float = Field(10.0, gt=0)
+    health_interval_s: float = Field(1.0, gt=0)
+    health_timeout_s: float = Field(3.0, gt=0)
+    max_health_misses: int = Field(3, ge=1)
+    restart_backoff_s: float = Field(2.0, gt=0, description="first restart delay; doubles")
+    restart_backoff_max_s: float = Field(120.0, gt=0)
+    stable_after_s: float = Field(60.0, gt=0, description="ready this long resets the backoff")
+    parallel: int = Field(4, ge=1, description="llama-server slots (--parallel)")
+    threads: int = Field(0, ge=0, description="llama-server --threads; 0 = its default")
+    log_dir: str = Field(default_factory=_default_log_dir)
+    extra_args: list[str] = Field(default_factory=list, description="appended to llama-server")
+
+    @property
+    def ports(self) -> range:
+        low, _, high = self.port_range.partition("-")
+        return range(int(low), int(high or low) + 1)
+
+
+class WorkerSettings(BaseServiceSettings):
+    grpc_port: int = 9340
+    http_port: int = Field(9341, description="relay + /health + /metrics")
+    device: str = Field("auto", description="'auto', 'cpu', or a GPU index / UUID")
+    worker_id: str = Field("", description="default: the device id")
+    cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")
+    cpu_memory_bytes: int = Field(0, ge=0, description="explicit CPU budget; overrides fraction")
+    models: str = Field("", description="comma-separated models (names or GGUF paths) to serve")
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+
+    @property
+    def model_list(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
