@@ -27,9 +27,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def find_etcd() -> str:
-    found = shutil.which("etcd") or next(
-        (p for p in ("/usr/bin/etcd", "/usr/local/bin/etcd") if Path(p).is_file()), None
-    )
+    found = shutil.which("etcd")
     if found is None:
         raise Unavailable(INSTALL_HINT)
     return found

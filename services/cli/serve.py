@@ -5,6 +5,7 @@ until Ctrl-C or SIGTERM, then stops every child, newest first."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -77,13 +78,38 @@ def check_port_free(port: int, host: str, flag: str) -> None:
             ) from exc
 
 
+@dataclass
+class Service:
+    """One service process; restarted with backoff when it dies, like compose would."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str
+    log_path: Path
+    echo: bool
+    process: ChildProcess | None = None
+    crashes: list[float] = field(default_factory=list)
+
+    async def start(self) -> ChildProcess:
+        self.process = ChildProcess(
+            self.name, self.argv, env=self.env, log_path=self.log_path, echo=self.echo
+        )
+        await self.process.start()
+        return self.process
+
+
+MAX_CRASHES = 5  # within CRASH_WINDOW_S: then the stack gives up
+CRASH_WINDOW_S = 60.0
+
+
 class Stack:
     """The child processes of one `serve`, stopped newest first."""
 
     def __init__(self, opts: ServeOptions, console: Console) -> None:
         self.opts = opts
         self.console = console
-        self.children: list[tuple[ChildProcess, str]] = []  # (process, readiness URL)
+        self.services: list[Service] = []
         base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
         self.state_dir = Path(base)
         self.log_dir = self.state_dir / "logs"
@@ -103,18 +129,16 @@ class Stack:
     async def start_service(
         self, kind: str, settings: BaseServiceSettings, extra_env: dict[str, str] | None = None
     ) -> None:
-        env = {**os.environ, **settings.to_env(), **(extra_env or {})}
-        child = ChildProcess(
-            kind,
-            [sys.executable, "-m", f"meshllm.{kind}"],
-            env=env,
+        service = Service(
+            name=kind,
+            argv=[sys.executable, "-m", f"meshllm.{kind}"],
+            env={**os.environ, **settings.to_env(), **(extra_env or {})},
+            ready_url=f"http://127.0.0.1:{settings.http_port}/readyz",
             log_path=self.log_dir / f"{kind}.log",
             echo=self.opts.verbose,
         )
-        await child.start()
-        ready_url = f"http://127.0.0.1:{settings.http_port}/readyz"
-        self.children.append((child, ready_url))
-        await self.wait_ready(child, ready_url)
+        self.services.append(service)
+        await self.wait_ready(await service.start(), service.ready_url)
 
     async def wait_ready(self, child: ChildProcess, url: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -137,8 +161,9 @@ class Stack:
         )
 
     async def stop(self) -> None:
-        for child, _ in reversed(self.children):
-            await child.stop(grace_s=30.0)
+        for service in reversed(self.services):
+            if service.process is not None:
+                await service.process.stop(grace_s=30.0)
         if self.etcd is not None:
             await self.etcd.stop()
 
@@ -283,19 +308,35 @@ async def announce_models(port: int, names: list[str], console: Console) -> None
 
 
 async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
-    """Until asked to stop; a service that dies takes the stack down with a clear message."""
+    """Until asked to stop. A service that dies is restarted after a growing delay; one that
+    keeps dying takes the stack down with a clear message."""
     while not stop.is_set():
-        for child, _ in stack.children:
-            if not child.running:
+        for service in stack.services:
+            child = service.process
+            if child is None or child.running:
+                continue
+            now = time.monotonic()
+            service.crashes = [t for t in service.crashes if now - t < CRASH_WINDOW_S] + [now]
+            detail = f"{child.last_output()} (log: {child.log_path})"
+            if len(service.crashes) >= MAX_CRASHES:
                 stack.console.say(
-                    f"error: {child.name} exited with {child.returncode}: "
-                    f"{child.last_output()} (log: {child.log_path})",
+                    f"error: {service.name} keeps exiting (code {child.returncode}): {detail}",
                     event="error",
-                    service=child.name,
+                    service=service.name,
                 )
                 return 1
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=0.5)
-        except TimeoutError:
-            pass
+            delay = 2 ** (len(service.crashes) - 1) * 0.5
+            stack.console.say(
+                f"warning: {service.name} exited with {child.returncode}; "
+                f"restarting in {delay:.1f}s",
+                event="restart",
+                service=service.name,
+                code=child.returncode,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if not stop.is_set():
+                await service.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.25)
     return 0

@@ -8,13 +8,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends it SIGTERM when we die, even by SIGKILL,
+    so no llama-server outlives its worker and no service outlives `mesh-llm serve`."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ChildProcess:
@@ -27,6 +39,7 @@ class ChildProcess:
         log_path: Path | None = None,
         echo: bool = False,
         ignore_sigpipe: bool = False,
+        die_with_parent: bool = True,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -34,6 +47,7 @@ class ChildProcess:
         self.log_path = log_path
         self.echo = echo
         self.ignore_sigpipe = ignore_sigpipe
+        self.die_with_parent = die_with_parent
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -66,6 +80,7 @@ class ChildProcess:
             # Python ignores SIGPIPE; restore_signals=False keeps it ignored in the child, so an
             # rpc-server survives its host dying mid-write.
             restore_signals=not self.ignore_sigpipe,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         self._pump = asyncio.create_task(self._copy_output(), name=f"{self.name}-output")
         logger.debug("started %s (pid %d): %s", self.name, self._proc.pid, " ".join(self.argv))

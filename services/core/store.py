@@ -95,7 +95,7 @@ class EtcdStore:
         return bool(await self._client.delete(key.encode()))
 
     async def delete_prefix(self, prefix: str) -> int:
-        return len(await self._client.delete_prefix(prefix.encode()))
+        return int((await self._client.delete_prefix(prefix.encode())).deleted)
 
     async def put_if_absent(self, key: str, value: bytes, *, lease: int | None = None) -> bool:
         tx = self._client.transactions

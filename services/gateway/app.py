@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshllm.core.errors import InvalidRequest, MeshError, NotFound, openai_body
 from meshllm.core.probes import add_probe_routes
-from meshllm.core.streaming import Receive, Scope, Send
+from meshllm.core.streaming import Receive, Scope, Send, send_json
 
 from .endpoints import EndpointTable
 from .proxy import ROUTES, Proxy
@@ -94,9 +94,13 @@ class GatewayApp:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path = scope["path"].rstrip("/")
-            if path in ROUTES:
+            if path in ROUTES and scope["method"] == "POST":
                 await self.proxy.handle(scope, receive, send, path)
+                return
+            if path in ROUTES:
+                error = InvalidRequest(f"{scope['method']} is not allowed on {path}: use POST")
+                await send_json(send, 405, openai_body(error), [("allow", "POST")])
                 return
         await self.api(scope, receive, send)

@@ -1,0 +1,63 @@
+# Mesh LLM — every target installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BACKEND ?= cpu
+MODEL ?= smollm2
+GGUF ?=
+PORT ?= 9337
+PYTEST_ARGS ?=
+
+.PHONY: help install deps llama proto proto-check lint test test-unit test-integration e2e run bench clean
+
+help:
+	@echo "make run          install, build llama.cpp, serve a small chat model on :$(PORT)"
+	@echo "                  (MODEL=name or GGUF=path to choose another)"
+	@echo "make test         lint, then every test (unit, integration, end to end)"
+	@echo "make llama        build the pinned llama.cpp (BACKEND=cpu|cuda|rocm|vulkan)"
+	@echo "make proto        regenerate the gRPC stubs from proto/"
+	@echo "make bench        gateway overhead benchmark"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python dependencies into $(VENV) …"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -U pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+deps:
+	@scripts/system-deps.sh
+
+llama:
+	@BACKEND=$(BACKEND) scripts/build-llama.sh
+
+proto: install
+	@PYTHON=$(PY) scripts/gen-proto.sh
+
+lint: install
+	@$(VENV)/bin/ruff format --check services tests bench
+	@$(VENV)/bin/ruff check services tests bench
+
+test: deps install llama lint
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: deps install llama
+	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: deps install llama
+	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+run: deps install llama
+	@$(VENV)/bin/mesh-llm serve $(if $(GGUF),--gguf $(GGUF),--model $(MODEL)) --port $(PORT)
+
+bench: deps install llama
+	@$(PY) bench/gateway_overhead.py --markdown
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Helpers shared by the test suites."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from meshllm.cli.etcd import free_port
+from meshllm.core.process import ChildProcess
+from meshllm.worker.llama_server import InstanceSpec, build_argv
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+class LlamaServer:
+    def __init__(self, binary: str, model: Path, *, context: int, parallel: int) -> None:
+        self.port = free_port()
+        spec = InstanceSpec(
+            instance_id="test",
+            model="tiny",
+            model_path=str(model),
+            context=context,
+            parallel=parallel,
+        )
+        self.process = ChildProcess("llama-server", build_argv(binary, spec, self.port))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.process.start()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{self.url}/health") as reply:
+                        if reply.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"llama-server did not start: {self.process.last_output()}")
+
+    async def busy_slots(self) -> int:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/slots") as reply:
+            return sum(1 for slot in await reply.json() if slot["is_processing"])

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.scheduler.placement import context_for, memory_needed, plan
+from meshllm.scheduler.settings import PlacementSettings
+
+GiB = 2**30
+SETTINGS = PlacementSettings(default_context=4096, headroom_bytes=0, headroom_fraction=0.0)
+
+
+def worker(node: str, budget_gib: float, *, draining: bool = False) -> pb.WorkerRecord:
+    return pb.WorkerRecord(
+        node=node,
+        worker_id="gpu0",
+        lease_id=hash(node) & 0xFFFF,
+        draining=draining,
+        device=pb.Device(id="gpu0", memory_budget_bytes=int(budget_gib * GiB)),
+    )
+
+
+def entry(name: str, size_gib: float, kv_per_token: int = 0, ctx: int = 8192) -> pb.CatalogEntry:
+    return pb.CatalogEntry(
+        name=name,
+        facts=pb.ModelFacts(
+            file_size_bytes=int(size_gib * GiB), kv_bytes_per_token=kv_per_token, context_length=ctx
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("wanted", "facts_ctx", "expected"),
+    [(0, 8192, 4096), (2048, 8192, 2048), (0, 1024, 1024), (16384, 8192, 8192), (0, 0, 4096)],
+)
+def test_context(wanted: int, facts_ctx: int, expected: int) -> None:
+    assert context_for(pb.ModelFacts(context_length=facts_ctx), wanted, SETTINGS) == expected
+
+
+def test_memory_counts_weights_kv_and_headroom() -> None:
+    facts = pb.ModelFacts(file_size_bytes=1000, kv_bytes_per_token=10)
+    settings = PlacementSettings(headroom_bytes=500, headroom_fraction=0.1)
+    assert memory_needed(facts, 100, settings) == 1000 + 1000 + 500 + 100
+
+
+def test_goes_to_the_worker_with_most_room() -> None:
+    result = plan({"m": 0}, {"m": entry("m", 2)}, [worker("a", 4), worker("b", 8)], {}, SETTINGS)
+    assert [(w.node, a.model) for w, a in result.create] == [("b", "m")]
+    assert result.status["m"].placed
+
+
+def test_nothing_fits_says_why_for_every_worker() -> None:
+    workers = [worker("a", 1), worker("b", 64, draining=True)]
+    result = plan({"big": 0}, {"big": entry("big", 2)}, workers, {}, SETTINGS)
+    assert not result.create
+    reasons = list(result.status["big"].reasons)
+    assert not result.status["big"].placed
+    assert any(r.startswith("a/gpu0: needs 2.00 GiB, has 1.00 GiB") for r in reasons)
+    assert "b/gpu0: draining" in reasons
+
+
+def test_kv_cache_counts_toward_fit() -> None:
+    # 1 GiB weights + 4096 tokens x 256 KiB = 2 GiB: does not fit in 1.5 GiB
+    result = plan(
+        {"m": 0}, {"m": entry("m", 1, kv_per_token=256 * 1024)}, [worker("a", 1.5)], {}, SETTINGS
+    )
+    assert not result.create
+
+
+def test_models_share_a_worker_until_it_is_full() -> None:
+    catalog = {n: entry(n, 3) for n in ("x", "y", "z")}
+    result = plan({"x": 0, "y": 0, "z": 0}, catalog, [worker("a", 7)], {}, SETTINGS)
+    assert sorted(a.model for _, a in result.create) == ["x", "y"]
+    assert not result.status["z"].placed
+
+
+def test_existing_assignment_is_kept_and_counted() -> None:
+    kept = pb.Assignment(id="1", model="x", node="a", worker_id="gpu0", memory_bytes=6 * GiB)
+    result = plan(
+        {"x": 0, "y": 0},
+        {"x": entry("x", 6), "y": entry("y", 2)},
+        [worker("a", 7)],
+        {"k1": kept},
+        SETTINGS,
+    )
+    assert result.keep == [("k1", kept)] and not result.create and not result.delete
+    assert not result.status["y"].placed
+
+
+def test_unwanted_and_orphaned_assignments_are_deleted() -> None:
+    stale = pb.Assignment(id="1", model="gone", node="a", worker_id="gpu0")
+    orphan = pb.Assignment(id="2", model="x", node="dead", worker_id="gpu0")
+    result = plan(
+        {"x": 0}, {"x": entry("x", 1)}, [worker("a", 4)], {"k1": stale, "k2": orphan}, SETTINGS
+    )
+    assert sorted(result.delete) == ["k1", "k2"]
+    assert [(w.node, a.model) for w, a in result.create] == [("a", "x")]
+
+
+def test_unknown_model_is_pending_with_a_reason() -> None:
+    result = plan({"nope": 0}, {}, [worker("a", 4)], {}, SETTINGS)
+    assert "not in the catalog" in result.status["nope"].reasons[0]
+
+
+def test_no_workers() -> None:
+    result = plan({"m": 0}, {"m": entry("m", 1)}, [], {}, SETTINGS)
+    assert list(result.status["m"].reasons) == ["no worker in the mesh"]
+
+
+def test_assignment_ids_are_stable() -> None:
+    catalog, workers = {"m": entry("m", 1)}, [worker("a", 4)]
+    first = plan({"m": 0}, catalog, workers, {}, SETTINGS).create[0][1].id
+    assert plan({"m": 0}, catalog, workers, {}, SETTINGS).create[0][1].id == first

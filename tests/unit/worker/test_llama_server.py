@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from meshllm.worker.llama_server import InstanceSpec, build_argv, strip_owned_flags
+
+
+def spec(**overrides: object) -> InstanceSpec:
+    values: dict[str, object] = {
+        "instance_id": "i1",
+        "model": "m",
+        "model_path": "/m.gguf",
+        "context": 2048,
+    }
+    values.update(overrides)
+    return InstanceSpec(**values)  # type: ignore[arg-type]
+
+
+def test_argv_listens_on_loopback_with_metrics() -> None:
+    argv = build_argv("/bin/llama-server", spec(parallel=3, gpu_layers=999), 41000)
+    assert argv[0] == "/bin/llama-server"
+    pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "41000"
+    assert argv[argv.index("--ctx-size") + 1] == "2048"
+    assert argv[argv.index("--parallel") + 1] == "3"
+    assert argv[argv.index("--n-gpu-layers") + 1] == "999"
+    assert argv[argv.index("--alias") + 1] == "m"
+    assert "--metrics" in argv and pairs
+
+
+def test_user_args_come_last_without_owned_flags() -> None:
+    extra = [
+        "--port",
+        "1",
+        "--flash-attn",
+        "on",
+        "--host=0.0.0.0",
+        "-c",
+        "9",
+        "--metrics",
+        "--pooling",
+        "cls",
+    ]
+    argv = build_argv("b", spec(extra_args=extra), 41000)
+    assert argv[-4:] == ["--flash-attn", "on", "--pooling", "cls"]
+    assert argv.count("--port") == 1 and "0.0.0.0" not in argv and "9" not in argv
+
+
+@pytest.mark.parametrize(
+    ("args", "kept"),
+    [
+        ([], []),
+        (["--rpc", "a:1,b:2", "-t", "4"], ["-t", "4"]),
+        (["--model=x", "--temp", "0"], ["--temp", "0"]),
+        (["-np", "8"], []),
+    ],
+)
+def test_strip_owned_flags(args: list[str], kept: list[str]) -> None:
+    assert strip_owned_flags(args) == kept
