@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -133,8 +134,14 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "mesh-llm" / "models" / "generated"
 
 
+@functools.lru_cache(maxsize=4)
+def _vocab_fields(vocab_file: Path) -> dict[str, ReaderField]:
+    """Reading a vocabulary takes seconds (gguf-py decodes every token), so it is done once."""
+    return dict(gguf.GGUFReader(vocab_file, "r").fields)
+
+
 def _write_gguf(tmp: Path, shape: ModelShape, vocab_file: Path, progress: Progress | None) -> None:
-    vocab_fields = gguf.GGUFReader(vocab_file, "r").fields
+    vocab_fields = _vocab_fields(vocab_file)
     n_vocab = _token_count(vocab_fields, vocab_file)
     writer = gguf.GGUFWriter(tmp, "llama")
     try:

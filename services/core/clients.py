@@ -11,7 +11,8 @@ from .errors import Unavailable
 from .grpc import make_channel, map_rpc_errors
 from .proto.mesh.v1 import common_pb2 as pb
 from .proto.mesh.v1 import registry_pb2 as rpb
-from .proto.mesh.v1 import registry_pb2_grpc
+from .proto.mesh.v1 import registry_pb2_grpc, scheduler_pb2_grpc
+from .proto.mesh.v1 import scheduler_pb2 as spb
 from .store import EtcdStore
 
 
@@ -70,4 +71,20 @@ def model_reference(value: str) -> dict[str, str]:
     return {"name": value}
 
 
-__all__ = ["RegistryClient", "find_service", "model_reference"]
+class SchedulerClient:
+    def __init__(self, address: str) -> None:
+        self._channel = make_channel(address)
+        self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+
+    async def plan(self) -> spb.GetPlanResponse:
+        with map_rpc_errors("GetPlan"):
+            return await self._stub.GetPlan(spb.GetPlanRequest(), timeout=10)
+
+    async def explain(self, model: str) -> spb.ExplainPlacementResponse:
+        with map_rpc_errors("ExplainPlacement"):
+            return await self._stub.ExplainPlacement(
+                spb.ExplainPlacementRequest(model=model), timeout=10
+            )
+
+    async def close(self) -> None:
+        await self._channel.close()

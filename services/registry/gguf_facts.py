@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-from gguf.gguf_reader import READER_SUPPORTED_VERSIONS, ReaderField
+from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
+
+from .gguf_header import GgufArray, GgufHeader, read_header
 
 GGUF_MAGIC = b"GGUF"
 _PREVIEW_BYTES = 8
@@ -57,8 +59,8 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     """Read the facts of the GGUF file at `path`; raise GgufError if it is not a usable model."""
     file = Path(path)
     size = _check_file(file)
-    reader = _open_reader(file, size)
-    meta = _Meta(file, reader.fields)
+    header = _open_header(file, size)
+    meta = _Meta(file, header.fields)
     arch = meta.string("general.architecture")
     if not arch:
         raise GgufError(f"{file} has no general.architecture key; it is not a model file")
@@ -67,7 +69,7 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     if block_count <= 0:
         raise GgufError(f"{file} has unsupported architecture {arch!r}: no {arch}.block_count key")
     head_count = keys.integer("attention.head_count")
-    tensor_names = [t.name for t in reader.tensors]
+    tensor_names = [t.name for t in header.tensors]
     return GgufFacts(
         path=str(file),
         architecture=arch,
@@ -86,7 +88,7 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
         has_chat_template="tokenizer.chat_template" in meta.fields,
         vision=_has_vision(meta, arch, tensor_names),
         audio=_has_audio(meta, tensor_names),
-        tensor_bytes=sum(int(t.n_bytes) for t in reader.tensors),
+        tensor_bytes=sum(t.n_bytes for t in header.tensors),
     )
 
 
@@ -133,19 +135,19 @@ def _preview(head: bytes) -> str:
     return f"bytes {shown.hex(' ')}{more}"
 
 
-def _open_reader(file: Path, size: int) -> gguf.GGUFReader:
+def _open_header(file: Path, size: int) -> GgufHeader:
     try:
-        reader = gguf.GGUFReader(file, "r")
-    except Exception as exc:
+        header = read_header(file)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise _truncated(file, _describe(exc)) from exc
-    if reader.tensors and reader.data_offset > size:
+    if header.tensors and header.data_offset > size:
         raise _truncated(file, "the header ends past the end of the file")
-    for tensor in reader.tensors:
-        end = int(tensor.data_offset) + int(tensor.n_bytes)
+    for tensor in header.tensors:
+        end = tensor.offset + tensor.n_bytes
         if end > size:
             detail = f"tensor {tensor.name} ends at byte {end} but the file has {size} bytes"
             raise _truncated(file, detail)
-    return reader
+    return header
 
 
 def _truncated(file: Path, detail: str) -> GgufError:
@@ -160,16 +162,11 @@ def _describe(exc: Exception) -> str:
 @dataclass(frozen=True)
 class _Meta:
     file: Path
-    fields: Mapping[str, ReaderField]
+    fields: Mapping[str, Any]
 
     def get(self, key: str) -> Any:
-        field = self.fields.get(key)
-        if field is None:
-            return None
-        try:
-            return field.contents()
-        except (UnicodeDecodeError, IndexError, ValueError) as exc:
-            raise _truncated(self.file, f"bad value for {key}") from exc
+        value = self.fields.get(key)
+        return value.values if isinstance(value, GgufArray) else value
 
     def string(self, key: str) -> str:
         value = self.get(key)
@@ -203,8 +200,8 @@ class _ArchKeys:
 
 def _vocab_size(meta: _Meta, keys: _ArchKeys) -> int:
     tokens = meta.fields.get("tokenizer.ggml.tokens")
-    if tokens is not None:
-        return len(tokens.data)
+    if isinstance(tokens, GgufArray):
+        return tokens.length
     return keys.integer("vocab_size")
 
 
@@ -237,11 +234,5 @@ def _is_vision_tensor(name: str) -> bool:
 
 
 def _key_hint(meta: _Meta, word: str) -> bool:
-    return any(_not_false(field) for key, field in meta.fields.items() if word in key)
-
-
-def _not_false(field: ReaderField) -> bool:
     # A flag such as clip.has_audio_encoder=false is a hint against the modality, not for it.
-    if field.types == [gguf.GGUFValueType.BOOL]:
-        return bool(field.contents())
-    return True
+    return any(value is not False for key, value in meta.fields.items() if word in key)

@@ -1,0 +1,98 @@
+"""The registry over real gRPC with a real etcd: files are inspected, bad ones refused with a
+message naming the file and the problem."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from meshllm.core import keys
+from meshllm.core.clients import RegistryClient
+from meshllm.core.errors import InvalidRequest, NotFound
+from meshllm.core.grpc import make_server
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
+from meshllm.core.store import EtcdStore
+from meshllm.registry.servicer import RegistryServicer
+from meshllm.registry.settings import RegistrySettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def registry(store: EtcdStore, mesh_id: str,
+                   tmp_path: Path) -> AsyncIterator[RegistryClient]:
+    settings = RegistrySettings(mesh_id=mesh_id, node="n1", models_dir=str(tmp_path / "models"),
+                                cache_dir=str(tmp_path / "cache"))
+    servicer = RegistryServicer(settings, store)
+    server, _, port = make_server(
+        "127.0.0.1:0", lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+            servicer, s))
+    await server.start()
+    async with RegistryClient(f"127.0.0.1:{port}") as client:
+        yield client
+    await server.stop(0)
+
+
+async def test_register_a_gguf_path(registry: RegistryClient, store: EtcdStore, mesh_id: str,
+                                    tiny_model: Path) -> None:
+    entry = await registry.register(path=str(tiny_model))
+    assert entry.name == tiny_model.stem
+    assert entry.facts.architecture == "llama" and entry.facts.block_count == 4
+    # K and V, 4 layers, 2 KV heads of 128/4 = 32 dims, 2 bytes (f16)
+    assert entry.facts.kv_bytes_per_token == 2 * 4 * (2 * 32) * 2
+    assert entry.source.kind == pb.MODEL_SOURCE_KIND_PATH and entry.source.node == "n1"
+    stored = await store.get(keys.catalog_entry(mesh_id, entry.name), pb.CatalogEntry)
+    assert stored == entry
+    located = await registry.locate(entry.name, "n1")
+    assert located.path == str(tiny_model.resolve())
+
+
+async def test_register_by_name_from_the_model_directory(
+    registry: RegistryClient, tiny_model: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_model, tmp_path / "models" / "my-model.gguf")
+    entry = await registry.register(name="my-model")
+    assert entry.name == "my-model" and entry.source.path.endswith("models/my-model.gguf")
+
+
+async def test_alias(registry: RegistryClient, tiny_model: Path) -> None:
+    assert (await registry.register(path=str(tiny_model), alias="tiny")).name == "tiny"
+
+
+async def test_text_file_is_refused(registry: RegistryClient, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello world, not a model\n")
+    with pytest.raises(InvalidRequest, match="is not a GGUF file") as caught:
+        await registry.register(path=str(text))
+    assert str(text) in caught.value.message
+
+
+async def test_truncated_gguf_is_refused(registry: RegistryClient, tiny_model: Path,
+                                         tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+    with pytest.raises(InvalidRequest, match="truncated") as caught:
+        await registry.register(path=str(cut))
+    assert str(cut) in caught.value.message
+
+
+async def test_missing_file_and_unknown_name(registry: RegistryClient, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match=r"does not exist|no such file|not found"):
+        await registry.register(path=str(tmp_path / "absent.gguf"))
+    with pytest.raises(NotFound, match=r"no model named 'nothing-like-this'.*smollm2"):
+        await registry.register(name="nothing-like-this")
+    with pytest.raises(InvalidRequest, match="not a valid model name"):
+        await registry.register(name="../etc/passwd")
+    with pytest.raises(NotFound, match="not in the catalog"):
+        await registry.locate("never-registered", "n1")
+
+
+async def test_inspect_and_list(registry: RegistryClient, tiny_model: Path) -> None:
+    facts = await registry.inspect(str(tiny_model))
+    assert facts.embedding_length == 128 and facts.head_count == 4 and facts.head_count_kv == 2
+    await registry.register(path=str(tiny_model), alias="listed")

@@ -1,0 +1,142 @@
+"""Two real scheduler processes on one etcd: exactly one leads and writes assignments; when
+it goes, the other takes over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from meshllm.cli.etcd import EtcdServer, free_port
+from meshllm.core import keys
+from meshllm.core.clients import SchedulerClient
+from meshllm.core.errors import Unavailable
+from meshllm.core.process import ChildProcess
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore
+from meshllm.scheduler.settings import SchedulerSettings
+
+pytestmark = pytest.mark.integration
+GiB = 2**30
+
+
+class Scheduler:
+    def __init__(self, etcd: EtcdServer, mesh: str, log_dir: Path, name: str) -> None:
+        self.settings = SchedulerSettings(etcd_endpoints=etcd.endpoint, mesh_id=mesh,
+                                          grpc_port=free_port(), http_port=free_port(),
+                                          lease_ttl_s=2)
+        self.process = ChildProcess(name, [sys.executable, "-m", "meshllm.scheduler"],
+                                    env={**os.environ, **self.settings.to_env()},
+                                    log_path=log_dir / f"{name}.log")
+        self.client = SchedulerClient(f"127.0.0.1:{self.settings.grpc_port}")
+
+    async def is_leader(self) -> bool:
+        return (await self.client.plan()).leader
+
+
+@pytest.fixture
+async def schedulers(etcd: EtcdServer, mesh_id: str,
+                     tmp_path: Path) -> AsyncIterator[list[Scheduler]]:
+    pair = [Scheduler(etcd, mesh_id, tmp_path, f"scheduler-{i}") for i in range(2)]
+    for s in pair:
+        await s.process.start()
+    yield pair
+    for s in pair:
+        await s.process.stop(5)
+        await s.client.close()
+
+
+async def leaders(pair: list[Scheduler]) -> list[bool]:
+    answers = []
+    for s in pair:
+        try:
+            answers.append(await s.is_leader())
+        except Unavailable:
+            answers.append(False)
+    return answers
+
+
+async def wait_until(check, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def assignment_models(store: EtcdStore, mesh: str) -> list[str]:
+    items, _ = await store.get_prefix(keys.assignments(mesh), pb.Assignment)
+    return sorted(a.model for a in items.values())
+
+
+async def test_one_leader_acts_and_the_other_takes_over(
+    schedulers: list[Scheduler], store: EtcdStore, mesh_id: str
+) -> None:
+    async def exactly_one() -> bool:
+        return sorted(await leaders(schedulers)) == [False, True]
+
+    await wait_until(exactly_one)
+    lease = await store.grant_lease(30)
+    await store.put(keys.worker(mesh_id, "n1", "gpu0"), pb.WorkerRecord(
+        node="n1", worker_id="gpu0", lease_id=lease,
+        device=pb.Device(id="gpu0", memory_budget_bytes=8 * GiB)), lease=lease)
+    for model in ("a", "b"):
+        await store.put(keys.catalog_entry(mesh_id, model), pb.CatalogEntry(
+            name=model, facts=pb.ModelFacts(file_size_bytes=GiB, context_length=2048)))
+    await store.put(keys.demand_entry(mesh_id, "a", "n1"), pb.Demand(model="a"), lease=lease)
+
+    async def a_assigned() -> bool:
+        return await assignment_models(store, mesh_id) == ["a"]
+
+    await wait_until(a_assigned)
+    await asyncio.sleep(1.0)  # both schedulers have seen it: still one assignment, not two
+    assert await assignment_models(store, mesh_id) == ["a"]
+
+    flags = await leaders(schedulers)
+    leader, standby = (schedulers[0], schedulers[1]) if flags[0] else (schedulers[1], schedulers[0])
+    leader.process.signal(signal.SIGKILL)
+    await leader.process.wait()
+
+    async def standby_leads() -> bool:
+        return await standby.is_leader()
+
+    await wait_until(standby_leads, timeout=10)
+    await store.put(keys.demand_entry(mesh_id, "b", "n1"), pb.Demand(model="b"), lease=lease)
+
+    async def both_assigned() -> bool:
+        return await assignment_models(store, mesh_id) == ["a", "b"]
+
+    await wait_until(both_assigned)
+    plan = await standby.client.plan()
+    assert plan.leader and plan.leader_instance and not plan.pending
+    explained = await standby.client.explain("a")
+    assert explained.status.placed and explained.assignments[0].node == "n1"
+
+
+async def test_pending_model_is_explained(schedulers: list[Scheduler], store: EtcdStore,
+                                          mesh_id: str) -> None:
+    lease = await store.grant_lease(30)
+    await store.put(keys.worker(mesh_id, "small", "cpu0"), pb.WorkerRecord(
+        node="small", worker_id="cpu0", lease_id=lease,
+        device=pb.Device(id="cpu0", memory_budget_bytes=GiB)), lease=lease)
+    await store.put(keys.catalog_entry(mesh_id, "huge"), pb.CatalogEntry(
+        name="huge", facts=pb.ModelFacts(file_size_bytes=40 * GiB)))
+    await store.put(keys.demand_entry(mesh_id, "huge", "small"), pb.Demand(model="huge"),
+                    lease=lease)
+
+    async def pending() -> bool:
+        try:
+            return any([(await s.client.plan()).pending for s in schedulers])
+        except Unavailable:  # still starting
+            return False
+
+    await wait_until(pending)
+    explained = await schedulers[0].client.explain("huge")
+    assert not explained.status.placed
+    assert any("small/cpu0: needs" in r for r in explained.status.reasons)
+    assert await assignment_models(store, mesh_id) == []
