@@ -263,7 +263,13 @@ class ServeStack:
                 log(f"model {event['model']} is ready")
                 return str(event["model"])
             if kind in ("error", "eof", "stopped"):
+                await self._exited()
                 raise BenchError(f"mesh-llm serve stopped early: {self._why(event)}")
+
+    async def _exited(self, timeout_s: float = 10.0) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), timeout_s)
 
     def _why(self, event: dict[str, Any]) -> str:
         if event.get("event") == "error":

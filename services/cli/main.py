@@ -156,19 +156,20 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_make_model(args: argparse.Namespace) -> int:
     from .make_model import ModelShape, cached_model, find_vocab_file, write_model
 
-    shape = ModelShape(
-        layers=args.layers,
-        embedding=args.embedding,
-        feed_forward=args.feed_forward,
-        heads=args.heads,
-        kv_heads=args.kv_heads,
-        context=args.context,
-        dtype=args.dtype,
-        seed=args.seed,
-        name=args.name,
-    )
-    if args.embedding % args.heads or args.heads % args.kv_heads:
-        return fail("--embedding must be a multiple of --heads, and --heads of --kv-heads")
+    try:
+        shape = ModelShape(
+            layers=args.layers,
+            embedding=args.embedding,
+            feed_forward=args.feed_forward,
+            heads=args.heads,
+            kv_heads=args.kv_heads,
+            context=args.context,
+            dtype=args.dtype,
+            seed=args.seed,
+            name=args.name,
+        )
+    except ValueError as exc:
+        return fail(f"invalid model shape: {exc}")
     try:
         if args.out:
             path = write_model(Path(args.out), shape, find_vocab_file(shape.vocab))

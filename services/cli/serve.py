@@ -221,7 +221,7 @@ async def _run(
             http_port=free_port(),
             device=opts.device,
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
-            models=",".join(names),
+            models=",".join(opts.models),
             supervisor=SupervisorSettings(
                 llama_server=llama_server, parallel=opts.parallel, log_dir=str(stack.log_dir)
             ),

@@ -23,22 +23,27 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def registry(store: EtcdStore, mesh_id: str,
-                   tmp_path: Path) -> AsyncIterator[RegistryClient]:
-    settings = RegistrySettings(mesh_id=mesh_id, node="n1", models_dir=str(tmp_path / "models"),
-                                cache_dir=str(tmp_path / "cache"))
+async def registry(store: EtcdStore, mesh_id: str, tmp_path: Path) -> AsyncIterator[RegistryClient]:
+    settings = RegistrySettings(
+        mesh_id=mesh_id,
+        node="n1",
+        models_dir=str(tmp_path / "models"),
+        cache_dir=str(tmp_path / "cache"),
+    )
     servicer = RegistryServicer(settings, store)
     server, _, port = make_server(
-        "127.0.0.1:0", lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-            servicer, s))
+        "127.0.0.1:0",
+        lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s),
+    )
     await server.start()
     async with RegistryClient(f"127.0.0.1:{port}") as client:
         yield client
     await server.stop(0)
 
 
-async def test_register_a_gguf_path(registry: RegistryClient, store: EtcdStore, mesh_id: str,
-                                    tiny_model: Path) -> None:
+async def test_register_a_gguf_path(
+    registry: RegistryClient, store: EtcdStore, mesh_id: str, tiny_model: Path
+) -> None:
     entry = await registry.register(path=str(tiny_model))
     assert entry.name == tiny_model.stem
     assert entry.facts.architecture == "llama" and entry.facts.block_count == 4
@@ -72,8 +77,9 @@ async def test_text_file_is_refused(registry: RegistryClient, tmp_path: Path) ->
     assert str(text) in caught.value.message
 
 
-async def test_truncated_gguf_is_refused(registry: RegistryClient, tiny_model: Path,
-                                         tmp_path: Path) -> None:
+async def test_truncated_gguf_is_refused(
+    registry: RegistryClient, tiny_model: Path, tmp_path: Path
+) -> None:
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
     with pytest.raises(InvalidRequest, match="truncated") as caught:

@@ -27,12 +27,19 @@ GiB = 2**30
 
 class Scheduler:
     def __init__(self, etcd: EtcdServer, mesh: str, log_dir: Path, name: str) -> None:
-        self.settings = SchedulerSettings(etcd_endpoints=etcd.endpoint, mesh_id=mesh,
-                                          grpc_port=free_port(), http_port=free_port(),
-                                          lease_ttl_s=2)
-        self.process = ChildProcess(name, [sys.executable, "-m", "meshllm.scheduler"],
-                                    env={**os.environ, **self.settings.to_env()},
-                                    log_path=log_dir / f"{name}.log")
+        self.settings = SchedulerSettings(
+            etcd_endpoints=etcd.endpoint,
+            mesh_id=mesh,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            lease_ttl_s=2,
+        )
+        self.process = ChildProcess(
+            name,
+            [sys.executable, "-m", "meshllm.scheduler"],
+            env={**os.environ, **self.settings.to_env()},
+            log_path=log_dir / f"{name}.log",
+        )
         self.client = SchedulerClient(f"127.0.0.1:{self.settings.grpc_port}")
 
     async def is_leader(self) -> bool:
@@ -40,8 +47,9 @@ class Scheduler:
 
 
 @pytest.fixture
-async def schedulers(etcd: EtcdServer, mesh_id: str,
-                     tmp_path: Path) -> AsyncIterator[list[Scheduler]]:
+async def schedulers(
+    etcd: EtcdServer, mesh_id: str, tmp_path: Path
+) -> AsyncIterator[list[Scheduler]]:
     pair = [Scheduler(etcd, mesh_id, tmp_path, f"scheduler-{i}") for i in range(2)]
     for s in pair:
         await s.process.start()
@@ -82,12 +90,23 @@ async def test_one_leader_acts_and_the_other_takes_over(
 
     await wait_until(exactly_one)
     lease = await store.grant_lease(30)
-    await store.put(keys.worker(mesh_id, "n1", "gpu0"), pb.WorkerRecord(
-        node="n1", worker_id="gpu0", lease_id=lease,
-        device=pb.Device(id="gpu0", memory_budget_bytes=8 * GiB)), lease=lease)
+    await store.put(
+        keys.worker(mesh_id, "n1", "gpu0"),
+        pb.WorkerRecord(
+            node="n1",
+            worker_id="gpu0",
+            lease_id=lease,
+            device=pb.Device(id="gpu0", memory_budget_bytes=8 * GiB),
+        ),
+        lease=lease,
+    )
     for model in ("a", "b"):
-        await store.put(keys.catalog_entry(mesh_id, model), pb.CatalogEntry(
-            name=model, facts=pb.ModelFacts(file_size_bytes=GiB, context_length=2048)))
+        await store.put(
+            keys.catalog_entry(mesh_id, model),
+            pb.CatalogEntry(
+                name=model, facts=pb.ModelFacts(file_size_bytes=GiB, context_length=2048)
+            ),
+        )
     await store.put(keys.demand_entry(mesh_id, "a", "n1"), pb.Demand(model="a"), lease=lease)
 
     async def a_assigned() -> bool:
@@ -118,16 +137,27 @@ async def test_one_leader_acts_and_the_other_takes_over(
     assert explained.status.placed and explained.assignments[0].node == "n1"
 
 
-async def test_pending_model_is_explained(schedulers: list[Scheduler], store: EtcdStore,
-                                          mesh_id: str) -> None:
+async def test_pending_model_is_explained(
+    schedulers: list[Scheduler], store: EtcdStore, mesh_id: str
+) -> None:
     lease = await store.grant_lease(30)
-    await store.put(keys.worker(mesh_id, "small", "cpu0"), pb.WorkerRecord(
-        node="small", worker_id="cpu0", lease_id=lease,
-        device=pb.Device(id="cpu0", memory_budget_bytes=GiB)), lease=lease)
-    await store.put(keys.catalog_entry(mesh_id, "huge"), pb.CatalogEntry(
-        name="huge", facts=pb.ModelFacts(file_size_bytes=40 * GiB)))
-    await store.put(keys.demand_entry(mesh_id, "huge", "small"), pb.Demand(model="huge"),
-                    lease=lease)
+    await store.put(
+        keys.worker(mesh_id, "small", "cpu0"),
+        pb.WorkerRecord(
+            node="small",
+            worker_id="cpu0",
+            lease_id=lease,
+            device=pb.Device(id="cpu0", memory_budget_bytes=GiB),
+        ),
+        lease=lease,
+    )
+    await store.put(
+        keys.catalog_entry(mesh_id, "huge"),
+        pb.CatalogEntry(name="huge", facts=pb.ModelFacts(file_size_bytes=40 * GiB)),
+    )
+    await store.put(
+        keys.demand_entry(mesh_id, "huge", "small"), pb.Demand(model="huge"), lease=lease
+    )
 
     async def pending() -> bool:
         try:

@@ -1,0 +1,154 @@
+"""The `mesh-llm` command as a user runs it: help, and bad input that must end in one clear
+line and a non-zero exit, with nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+MESH_LLM = [sys.executable, "-m", "meshllm.cli"]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MESH_LLM, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("mesh-llm: error: ")
+    assert "Traceback" not in done.stderr + done.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def test_no_arguments_prints_help_and_binds_nothing() -> None:
+    done = run(timeout=20)
+    assert done.returncode == 0
+    assert "usage: mesh-llm" in done.stdout and "serve" in done.stdout
+    assert "localhost:9337" in done.stdout
+
+
+def test_serve_help_explains_the_flags() -> None:
+    done = run("serve", "--help", timeout=20)
+    for flag in ("--model", "--gguf", "--port", "--console-port", "--etcd", "--json"):
+        assert flag in done.stdout
+
+
+def test_a_text_file_as_gguf(tmp_path: Path) -> None:
+    text = tmp_path / "readme.txt"
+    text.write_text("this is not a model\n")
+    line = assert_one_line_error(
+        run("serve", "--gguf", str(text), "--port", "0"), "--port 0 is not a valid port"
+    )
+    assert line
+    done = run(
+        "serve",
+        "--gguf",
+        str(text),
+        "--port",
+        str(free_port()),
+        "--console-port",
+        "0",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert_one_line_error(done, str(text), "is not a GGUF file")
+
+
+def test_a_truncated_gguf(tmp_path: Path, tiny_model: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_model.read_bytes()[:100_000])
+    done = run(
+        "serve",
+        "--gguf",
+        str(cut),
+        "--port",
+        str(free_port()),
+        "--console-port",
+        "0",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert_one_line_error(done, str(cut), "truncated")
+
+
+def test_missing_file_and_unknown_name(tmp_path: Path) -> None:
+    assert_one_line_error(run("serve", "--gguf", str(tmp_path / "nope.gguf")), "no such file")
+    done = run(
+        "serve",
+        "--model",
+        "no-such-model",
+        "--port",
+        str(free_port()),
+        "--console-port",
+        "0",
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert_one_line_error(done, "no model named 'no-such-model'")
+
+
+def test_port_in_use() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert_one_line_error(
+            run("serve", "--port", str(port)), f"port {port} is not free", "--port"
+        )
+
+
+def test_etcd_missing_gives_an_install_hint(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {**os.environ, "PATH": str(bin_dir)}
+    done = run("serve", "--port", str(free_port()), "--console-port", "0", env=env)
+    assert_one_line_error(done, "etcd is not installed", "apt-get install etcd-server", "--etcd")
+
+
+def test_inspect(tiny_model: Path, tmp_path: Path) -> None:
+    facts = json.loads(run("inspect", str(tiny_model), "--json").stdout)
+    assert facts["architecture"] == "llama" and facts["block_count"] == 4
+    (tmp_path / "x.gguf").write_bytes(b"")
+    assert_one_line_error(run("inspect", str(tmp_path / "x.gguf")), "is empty")
+
+
+def test_make_model(tmp_path: Path) -> None:
+    out = tmp_path / "m.gguf"
+    done = run("dev", "make-model", "--layers", "2", "--out", str(out), "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == {"path": str(out)}
+    assert json.loads(run("inspect", str(out), "--json").stdout)["block_count"] == 2
+    assert_one_line_error(
+        run("dev", "make-model", "--embedding", "100", "--heads", "3"),
+        "invalid model shape",
+        "multiple of heads",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_etcd_is_found_on_path() -> None:
+    assert shutil.which("etcd"), "make test installs etcd-server; it must be on PATH"

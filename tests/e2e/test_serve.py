@@ -1,0 +1,248 @@
+"""`mesh-llm serve` end to end, as a user runs it: a real etcd, registry, scheduler, worker
+(real llama-server) and gateway, each its own process; the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from helpers import descendants, pid_alive
+
+from meshllm.cli.etcd import free_port
+
+pytestmark = pytest.mark.e2e
+TTL_S = 3  # the services' default lease TTL
+
+
+@dataclass
+class Serve:
+    process: subprocess.Popen[str]
+    port: int
+    console_port: int
+    state: Path
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0, timeout=60)
+
+    def served(self) -> list[str]:
+        return sorted(m["id"] for m in httpx.get(f"{self.api}/models").json()["data"])
+
+    def status(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.console_port}/api/status").json()
+
+    def llama_port(self, model: str) -> int:
+        for worker in self.status()["workers"]:
+            for instance in worker.get("instances", []):
+                if instance["model"] == model and instance["state"] == "INSTANCE_STATE_READY":
+                    return int(instance["port"])
+        raise AssertionError(f"{model} has no ready instance")
+
+    def wait_event(self, kind: str, count: int = 1, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(e.get("event") == kind for e in self.events) < count:
+            assert self.process.poll() is None, f"serve exited: {self.events}"
+            assert time.monotonic() < deadline, f"no {kind} event: {self.events}"
+            time.sleep(0.1)
+
+
+def read_events(serve: Serve) -> None:
+    assert serve.process.stdout is not None
+    for line in serve.process.stdout:
+        if line.startswith("{"):
+            serve.events.append(json.loads(line))
+
+
+@pytest.fixture(scope="module")
+def serve(
+    chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Serve]:
+    state = tmp_path_factory.mktemp("serve")
+    port, console_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meshllm.cli",
+            "serve",
+            "--gguf",
+            str(chat_model),
+            "--gguf",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--console-port",
+            str(console_port),
+            "--state-dir",
+            str(state),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = Serve(process, port, console_port, state)
+    threading.Thread(target=read_events, args=(running,), daemon=True).start()
+    try:
+        running.wait_event("model_ready", count=2)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+
+
+def test_models_lists_both(serve: Serve, chat_model: Path, tiny_model: Path) -> None:
+    models = serve.client().models.list()
+    ids = sorted(m.id for m in models.data)
+    assert ids == sorted([chat_model.stem, tiny_model.stem])
+    assert all(m.owned_by == "mesh-llm" for m in models.data)
+
+
+def test_chat(serve: Serve, chat_model: Path) -> None:
+    reply = serve.client().chat.completions.create(
+        model=chat_model.stem,
+        temperature=0,
+        max_tokens=24,
+        messages=[{"role": "user", "content": "What is 2+2?"}],
+    )
+    assert "4" in reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_chat_streaming(serve: Serve, chat_model: Path) -> None:
+    stream = serve.client().chat.completions.create(
+        model=chat_model.stem,
+        temperature=0,
+        max_tokens=24,
+        stream=True,
+        messages=[{"role": "user", "content": "What is 2+2?"}],
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) > 3 and "4" in "".join(pieces)
+
+
+def test_completions_and_embeddings(serve: Serve, chat_model: Path, tiny_model: Path) -> None:
+    client = serve.client()
+    done = client.completions.create(model=tiny_model.stem, prompt="Hello", max_tokens=8)
+    assert done.choices[0].text
+    vectors = client.embeddings.create(model=chat_model.stem, input=["hello", "world"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 576
+
+
+def test_greedy_output_equals_llama_server_direct(serve: Serve, chat_model: Path) -> None:
+    body = {
+        "model": chat_model.stem,
+        "temperature": 0,
+        "max_tokens": 48,
+        "seed": 1,
+        "messages": [{"role": "user", "content": "Name three colours."}],
+    }
+    direct = httpx.post(
+        f"http://127.0.0.1:{serve.llama_port(chat_model.stem)}/v1/chat/completions",
+        json=body,
+        timeout=60,
+    ).json()
+    through = httpx.post(f"{serve.api}/chat/completions", json=body, timeout=60).json()
+    assert through["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
+    assert through["usage"]["completion_tokens"] == direct["usage"]["completion_tokens"]
+    prompt = {"model": chat_model.stem, "prompt": "The sea is", "max_tokens": 32, "temperature": 0}
+    direct_text = httpx.post(
+        f"http://127.0.0.1:{serve.llama_port(chat_model.stem)}/v1/completions",
+        json=prompt,
+        timeout=60,
+    ).json()
+    through_text = httpx.post(f"{serve.api}/completions", json=prompt, timeout=60).json()
+    assert through_text["choices"][0]["text"] == direct_text["choices"][0]["text"]
+
+
+def test_bad_input_gets_clear_errors_and_the_stack_keeps_serving(
+    serve: Serve, chat_model: Path
+) -> None:
+    client = serve.client()
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "hi"}])
+    assert chat_model.stem in str(unknown.value)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model=chat_model.stem, messages=[])
+    malformed = httpx.post(
+        f"{serve.api}/chat/completions",
+        content=b"{oops",
+        headers={"content-type": "application/json"},
+    )
+    assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]["message"]
+    reply = client.chat.completions.create(
+        model=chat_model.stem, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content is not None
+
+
+def test_console_and_metrics(serve: Serve, chat_model: Path) -> None:
+    status = serve.status()
+    assert [m["id"] for m in status["models"]] == sorted(m["id"] for m in status["models"])
+    assert all(p["placed"] for p in status["placement"])
+    page = httpx.get(f"http://127.0.0.1:{serve.console_port}/")
+    assert page.status_code == 200 and "Mesh LLM" in page.text
+    metrics = httpx.get(f"http://127.0.0.1:{serve.port}/metrics").text
+    assert f'mesh_gateway_requests_total{{model="{chat_model.stem}"' in metrics
+
+
+def service_pid(serve: Serve, name: str) -> int:
+    for pid, cmd in descendants(serve.process.pid).items():
+        if f"-m meshllm.{name}" in cmd:
+            return pid
+    raise AssertionError(f"no {name} process")
+
+
+def test_killed_worker_leaves_within_the_ttl_and_comes_back(serve: Serve, chat_model: Path) -> None:
+    worker = service_pid(serve, "worker")
+    llama_servers = [p for p, cmd in descendants(worker).items() if "llama-server" in cmd]
+    assert len(llama_servers) == 2
+    os.kill(worker, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while serve.served():
+        assert time.monotonic() - killed_at < TTL_S + 2, "endpoints outlived the lease TTL"
+        time.sleep(0.1)
+    gone_after = time.monotonic() - killed_at
+    assert gone_after <= TTL_S + 2
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in llama_servers):  # they die with their worker
+        assert time.monotonic() < deadline, "llama-server outlived its worker"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 60
+    while chat_model.stem not in serve.served():  # serve restarts the worker; it re-registers
+        assert time.monotonic() < deadline, "the model did not come back"
+        time.sleep(0.2)
+    reply = serve.client().chat.completions.create(
+        model=chat_model.stem, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content is not None
+    assert any(e.get("event") == "restart" and e.get("service") == "worker" for e in serve.events)
+
+
+def test_sigterm_stops_every_child(serve: Serve) -> None:
+    children = descendants(serve.process.pid)
+    assert any("llama-server" in c for c in children.values())
+    assert any("etcd" in c for c in children.values())
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(60) == 0
+    time.sleep(0.5)
+    left = [f"{p}: {c}" for p, c in children.items() if pid_alive(p)]
+    assert left == [], f"left behind: {left}"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{serve.api}/models")
