@@ -22,8 +22,9 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python dependencies into $(VENV) …"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -U pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --disable-pip-version-check -U pip > $(VENV)/install.log 2>&1 \
+	  && $(PY) -m pip install --disable-pip-version-check -e '.[dev]' >> $(VENV)/install.log 2>&1 \
+	  || { tail -20 $(VENV)/install.log; echo "pip install failed (full log: $(VENV)/install.log)"; exit 1; }
 	@touch $@
 
 install: $(VENV)/.installed

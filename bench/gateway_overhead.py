@@ -234,13 +234,16 @@ class ServeStack:
             )
         self._reader = asyncio.create_task(self._read_events())
         try:
-            model = await asyncio.wait_for(self._model_ready(), STARTUP_TIMEOUT_S)
+            return await asyncio.wait_for(self._come_up(), STARTUP_TIMEOUT_S)
         except TimeoutError:
             raise BenchError(
                 f"the stack did not come up within {STARTUP_TIMEOUT_S:.0f} s "
                 f"(logs: {self.state_dir})"
             ) from None
-        direct = await asyncio.wait_for(self._direct_url(model), 30.0)
+
+    async def _come_up(self) -> Target:
+        model = await self._model_ready()
+        direct = await self._direct_url(model)
         return Target(f"http://127.0.0.1:{self.port}", direct, model)
 
     def _stderr_log(self) -> BinaryIO:
@@ -567,10 +570,6 @@ def check_usage(rnd: Round, max_tokens: int) -> None:
 
 
 async def measure(target: Target, config: Config) -> list[LevelResult]:
-    slots = await slot_count(target.direct)
-    log(f"direct: {target.direct}  gateway: {target.gateway}  model: {target.model}")
-    if slots is not None and slots < config.slots:
-        log(f"warning: llama-server has {slots} slots; requests beyond that will queue")
     results = []
     async with new_session() as direct, new_session() as gateway:
         sessions = {"direct": direct, "gateway": gateway}
@@ -585,18 +584,25 @@ async def run(config: Config) -> dict[str, Any]:
             model = await first_model(config.gateway_url)
         except (aiohttp.ClientError, ValueError) as exc:
             raise BenchError(f"cannot list models at {config.gateway_url}: {exc}") from exc
-        target = Target(config.gateway_url, config.direct_url, model)
-        return summary(config, target, await measure(target, config), external=True)
+        return await benchmark(Target(config.gateway_url, config.direct_url, model), config, True)
     stack = ServeStack(config)
     try:
-        target = await stack.start()
-        return summary(config, target, await measure(target, config), external=False)
+        return await benchmark(await stack.start(), config, False)
     finally:
         await stack.stop()
 
 
+async def benchmark(target: Target, config: Config, external: bool) -> dict[str, Any]:
+    log(f"direct: {target.direct}  gateway: {target.gateway}  model: {target.model}")
+    slots = await slot_count(target.direct)
+    if slots is not None and slots < config.slots:
+        log(f"warning: llama-server has {slots} slots; requests beyond that will queue")
+    levels = await measure(target, config)
+    return summary(config, target, levels, slots, external)
+
+
 def summary(
-    config: Config, target: Target, levels: list[LevelResult], external: bool
+    config: Config, target: Target, levels: list[LevelResult], slots: int | None, external: bool
 ) -> dict[str, Any]:
     return {
         "command": config.command,
@@ -608,7 +614,7 @@ def summary(
         "stack": "external" if external else "mesh-llm serve (started by the benchmark)",
         "model": target.model,
         "model_file": None if external else str(config.model),
-        "slots": None if external else config.slots,
+        "slots": slots,  # llama-server's total_slots, when it reports them
         "context": None if external else config.context,
         "max_tokens": config.max_tokens,
         "rounds": config.rounds,
@@ -702,7 +708,9 @@ def plain_table(head: list[str], rows: list[list[str]]) -> str:
 
 def setup_line(result: dict[str, Any]) -> str:
     machine = result["machine"]
-    slots = f", {result['slots']} slots, context {result['context']}" if result["slots"] else ""
+    slots = f", {result['slots']} llama-server slots" if result["slots"] else ""
+    if result["context"]:
+        slots += f", context {result['context']}"
     return (
         f"model {result['model']}{slots}; {result['max_tokens']} tokens per request "
         f"(ignore_eos, temperature 0); {result['rounds']} rounds per side, "

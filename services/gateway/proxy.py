@@ -73,8 +73,9 @@ def parse_request(body: bytes, route: str) -> InferenceRequest:
 
 
 class TokenCounter:
-    """Counts generated tokens without decoding the stream: one SSE `data:` event per token;
-    for a plain JSON answer, its `usage` block."""
+    """Counts generated tokens without decoding the stream: llama-server sends one SSE event
+    per token, carrying a non-empty `content` (chat) or `text` (completions); for a plain JSON
+    answer, its `usage` block."""
 
     def __init__(self, stream: bool) -> None:
         self.stream = stream
@@ -84,7 +85,8 @@ class TokenCounter:
 
     def __call__(self, chunk: bytes) -> None:
         if self.stream:
-            self.events += chunk.count(b"data: ")
+            for field in (b'"content":"', b'"text":"'):
+                self.events += chunk.count(field) - chunk.count(field + b'"')
         elif self._size < 1 << 20:
             self._body.append(chunk)
             self._size += len(chunk)
@@ -92,7 +94,7 @@ class TokenCounter:
     def usage(self) -> tuple[int, int]:
         """(prompt, completion) tokens, as far as known."""
         if self.stream:
-            return 0, max(self.events - 2, 0)  # the final chunk and [DONE] carry no token
+            return 0, self.events
         try:
             usage = json.loads(b"".join(self._body)).get("usage") or {}
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
