@@ -80,6 +80,7 @@ class Config:
     rounds: int
     requests_per_stream: int
     max_tokens: int
+    threads: int
     gateway_url: str
     direct_url: str
     as_json: bool
@@ -133,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests-per-stream", type=positive, default=4, help="sequential requests per round"
     )
     parser.add_argument("--max-tokens", type=positive, default=64, help="tokens per request")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="llama-server threads (default 1: on a 2-core machine the other core is left to "
+        "the gateway and the load generator, so they do not slow the model they measure)",
+    )
     parser.add_argument("--gateway-url", default="", help="an already running gateway")
     parser.add_argument("--direct-url", default="", help="its llama-server, e.g. :41000")
     out = parser.add_mutually_exclusive_group()
@@ -154,6 +162,7 @@ def parse_args(argv: list[str]) -> Config:
         rounds=args.rounds,
         requests_per_stream=args.requests_per_stream,
         max_tokens=args.max_tokens,
+        threads=args.threads,
         gateway_url=base_url(args.gateway_url),
         direct_url=base_url(args.direct_url),
         as_json=args.json,
@@ -220,6 +229,7 @@ class ServeStack:
             "--state-dir", str(self.state_dir),
             "--parallel", str(self.config.slots),
             "--context", str(self.config.context),
+            "--threads", str(self.config.threads),
             "--json",
         ]  # fmt: skip
 

@@ -14,6 +14,8 @@ import aiohttp
 from meshllm.core.errors import Unavailable
 from meshllm.core.process import ChildProcess
 
+from .network import bind_address
+
 INSTALL_HINT = (
     "etcd is not installed: install it (Debian/Ubuntu: apt-get install etcd-server) "
     "or point to a running etcd with --etcd HOST:PORT"
@@ -42,11 +44,12 @@ class EtcdServer:
         log_path: Path | None = None,
     ) -> None:
         self.host = host
-        self.client_port = client_port or free_port(host)
+        self.client_port = client_port or free_port(bind_address(host))
         self.peer_port = free_port(host)
         self.data_dir = data_dir
         peer = f"http://{host}:{self.peer_port}"
         client = f"http://{host}:{self.client_port}"
+        listen = f"http://{bind_address(host)}:{self.client_port}"
         self.process = ChildProcess(
             "etcd",
             [
@@ -56,7 +59,7 @@ class EtcdServer:
                 "--data-dir",
                 str(data_dir),
                 "--listen-client-urls",
-                client,
+                listen,
                 "--advertise-client-urls",
                 client,
                 "--listen-peer-urls",

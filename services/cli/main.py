@@ -12,8 +12,11 @@ DESCRIPTION = """\
 Mesh LLM pools the GPUs (or CPUs) of several machines and serves their models as one
 OpenAI-compatible API at http://localhost:9337/v1.
 
-  mesh-llm serve --model smollm2          serve a built-in demo chat model on this machine
+  mesh-llm serve --model smollm2          start a mesh serving a built-in demo chat model
   mesh-llm serve --gguf ./model.gguf      serve a GGUF file
+  mesh-llm serve --join TOKEN --model X   add this machine to a mesh, serving X
+  mesh-llm client --join TOKEN            use a mesh's API from this machine
+  mesh-llm discover                       list meshes published on the local network
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
   mesh-llm dev make-model                 write a small random-weight test model
 """
@@ -30,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the mesh's services on this machine and serve models",
-        description="Start etcd (unless --etcd), registry, scheduler, worker and gateway on this "
-        "machine, serve the given models, and run until Ctrl-C.",
+        description="Serve models from this machine. Without --join this starts a new mesh "
+        "(its etcd runs here) and prints an invite token; with --join TOKEN it adds this "
+        "machine to that mesh. Runs until Ctrl-C.",
     )
     serve.add_argument(
         "--model",
@@ -47,18 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a GGUF model file to serve (repeatable)",
     )
-    serve.add_argument("--port", type=int, default=9337, help="API port (default 9337)")
-    serve.add_argument(
-        "--console-port", type=int, default=3131, help="console port (default 3131; 0 turns it off)"
-    )
+    add_mesh_flags(serve)
     serve.add_argument(
         "--etcd",
         default="",
         metavar="HOST:PORT",
-        help="use this etcd instead of starting a private one",
+        help="a new mesh: use this etcd instead of starting one here",
     )
     serve.add_argument(
-        "--node", default="", help="this machine's name in the mesh (default: hostname)"
+        "--mesh-name", default="", help="a name for a new mesh; announces it on the local network"
+    )
+    serve.add_argument(
+        "--publish",
+        action="store_true",
+        help="announce a new mesh on the local network, so `--auto` finds it "
+        "(anyone there may then join)",
     )
     serve.add_argument("--device", default="auto", help="'auto', 'cpu', or a GPU index")
     serve.add_argument(
@@ -72,9 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--context", type=int, default=0, help="context size per model (default 4096)"
     )
     serve.add_argument("--parallel", type=int, default=4, help="slots per llama-server (default 4)")
-    serve.add_argument("--state-dir", default="", help="where logs and etcd data go")
-    serve.add_argument("--json", action="store_true", help="print events as JSON lines")
-    serve.add_argument("--verbose", action="store_true", help="show the services' logs")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per llama-server (default: llama.cpp's choice)",
+    )
+
+    client = commands.add_parser(
+        "client",
+        help="join a mesh as an API-only node (no models, no GPU needed)",
+        description="Run only the gateway: this machine gets the mesh's API on "
+        "localhost:9337 and sends every request to the nodes that serve the model.",
+    )
+    add_mesh_flags(client)
+
+    discover = commands.add_parser(
+        "discover",
+        help="list the meshes announced on the local network",
+        description="Browse mDNS for published meshes (private meshes are never announced; "
+        "there is no internet-wide directory).",
+    )
+    discover.add_argument(
+        "--interface",
+        default="",
+        metavar="ADDR",
+        help="the local address whose network to search (default: the default route's interface)",
+    )
+    discover.add_argument("--timeout", type=float, default=3.0, help="seconds to listen")
+    discover.add_argument("--json", action="store_true", help="print JSON lines")
 
     inspect = commands.add_parser("inspect", help="show the facts of a GGUF file")
     inspect.add_argument("path", help="a .gguf file")
@@ -102,38 +135,111 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--join", default="", metavar="TOKEN", help="join the mesh this invite token names"
+    )
+    parser.add_argument(
+        "--auto",
+        action="store_true",
+        help="join the largest mesh announced on the local network "
+        "(serve: or start a new one if there is none)",
+    )
+    parser.add_argument("--port", type=int, default=9337, help="API port (default 9337)")
+    parser.add_argument(
+        "--console-port", type=int, default=3131, help="console port (default 3131; 0 turns it off)"
+    )
+    parser.add_argument(
+        "--api-host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--host",
+        default="",
+        help="address other nodes reach this one on (default: the address of "
+        "the default route's interface)",
+    )
+    parser.add_argument(
+        "--node", default="", help="this machine's name in the mesh (default: hostname)"
+    )
+    parser.add_argument("--state-dir", default="", help="where logs and etcd data go")
+    parser.add_argument("--json", action="store_true", help="print events as JSON lines")
+    parser.add_argument("--verbose", action="store_true", help="show the services' logs")
+
+
 def fail(message: str) -> int:
     print(f"mesh-llm: error: {message}", file=sys.stderr)
     return 1
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from meshllm.core.invite import InvalidToken, decode_token
+
     from .serve import ServeError, ServeOptions, serve
 
     for flag, value in (("--port", args.port), ("--console-port", args.console_port)):
         if not 0 <= value <= 65535 or (flag == "--port" and value == 0):
             return fail(f"{flag} {value} is not a valid port")
+    try:
+        token = decode_token(args.join) if args.join else None
+    except InvalidToken as exc:
+        return fail(f"--join: {exc.message}")
+    serving = args.command == "serve"
+    if not serving and not (token or args.auto):
+        return fail("client needs a mesh: pass --join TOKEN or --auto")
+    if token is not None and args.auto:
+        return fail("--join and --auto both choose the mesh: pass one of them")
+    if serving and token is not None and (args.etcd or args.mesh_name or args.publish):
+        return fail("--etcd, --mesh-name and --publish make a new mesh; not with --join")
+    for path in getattr(args, "gguf", []):
+        if not Path(path).is_file():
+            return fail(f"--gguf {path}: no such file")
     opts = ServeOptions(
-        models=[*args.model, *args.gguf],
         port=args.port,
         console_port=args.console_port,
-        etcd=args.etcd,
+        join=token,
+        client_only=not serving,
         node=args.node,
-        device=args.device,
-        cpu_memory_gib=args.cpu_memory,
-        context=args.context,
-        parallel=args.parallel,
+        host=args.host,
+        api_host=args.api_host,
         state_dir=args.state_dir,
         json=args.json,
         verbose=args.verbose,
     )
-    for path in args.gguf:
-        if not Path(path).is_file():
-            return fail(f"--gguf {path}: no such file")
+    if serving:
+        opts.models = [*args.model, *args.gguf]
+        opts.etcd, opts.mesh_name, opts.device = args.etcd, args.mesh_name, args.device
+        opts.cpu_memory_gib, opts.context = args.cpu_memory, args.context
+        opts.parallel, opts.threads = args.parallel, args.threads
+        opts.publish = args.publish
     try:
         return asyncio.run(serve(opts))
     except ServeError as exc:
         return fail(str(exc))
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    from .discovery import discover
+    from .network import lan_address
+
+    interface = args.interface or lan_address()
+    try:
+        meshes = asyncio.run(discover(interface, args.timeout))
+    except OSError as exc:
+        return fail(f"cannot listen for mDNS on {interface}: {exc.strerror or exc}")
+    if args.json:
+        for mesh in meshes:
+            print(mesh.to_json())
+    elif not meshes:
+        print(f"no published mesh seen from {interface} in {args.timeout:.0f}s")
+    else:
+        print(f"{'MESH':<24} {'NODES':>5} {'MODELS':>6}  ANNOUNCED BY")
+        for mesh in meshes:
+            print(
+                f"{mesh.name or mesh.mesh_id:<24} {mesh.nodes:>5} {mesh.models:>6}  "
+                f"{mesh.announced_by} ({mesh.address})"
+            )
+        print("join one with: mesh-llm serve --auto   or   mesh-llm client --auto")
+    return 0
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -184,8 +290,10 @@ def run_make_model(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve":
+    if args.command in ("serve", "client"):
         return run_serve(args)
+    if args.command == "discover":
+        return run_discover(args)
     if args.command == "inspect":
         return run_inspect(args)
     if args.command == "dev" and args.dev_command == "make-model":

@@ -1,6 +1,8 @@
-"""`mesh-llm serve`: one box running every service of the mesh as its own process: etcd (unless
---etcd is given), registry, scheduler, one worker per device, gateway. Prints the API URL, runs
-until Ctrl-C or SIGTERM, then stops every child, newest first."""
+"""`mesh-llm serve` and `mesh-llm client`: one box running its part of the mesh, every service
+as its own process. The first box starts the mesh's etcd (unless --etcd is given) and prints an
+invite token; `serve --join TOKEN` adds a box with registry, scheduler (standby), worker and
+gateway; `client --join TOKEN` adds only a gateway. Runs until Ctrl-C or SIGTERM, then stops
+every child, newest first."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,10 +22,14 @@ from pathlib import Path
 
 import aiohttp
 
+from meshllm.core import keys
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.config import BaseServiceSettings
 from meshllm.core.errors import MeshError, Unavailable
+from meshllm.core.invite import InviteToken, decode_token
 from meshllm.core.process import ChildProcess
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.catalog import ALIASES, BUILTIN
 from meshllm.registry.settings import RegistrySettings
@@ -30,7 +37,9 @@ from meshllm.scheduler.settings import SchedulerSettings
 from meshllm.worker.binaries import find_binary
 from meshllm.worker.settings import SupervisorSettings, WorkerSettings
 
+from .discovery import Announcer, discover
 from .etcd import EtcdServer, free_port
+from .network import bind_address, lan_address
 
 
 class ServeError(Exception):
@@ -43,13 +52,19 @@ class ServeOptions:
     port: int = 9337
     console_port: int = 3131
     etcd: str = ""
+    join: InviteToken | None = None
+    client_only: bool = False
     node: str = ""
-    mesh_id: str = "default"
+    mesh_name: str = ""
+    publish: bool = False  # announce the mesh on the local network (implied by mesh_name)
+    auto: bool = False  # join the best mesh announced nearby (or, serving, start one)
     device: str = "auto"
     cpu_memory_gib: float = 0.0
     context: int = 0
     parallel: int = 4
-    host: str = "127.0.0.1"
+    threads: int = 0
+    host: str = ""  # the address other nodes reach this one on; "" = this machine's LAN address
+    api_host: str = "127.0.0.1"
     state_dir: str = ""
     json: bool = False
     verbose: bool = False
@@ -115,12 +130,14 @@ class Stack:
         self.log_dir = self.state_dir / "logs"
         self.etcd: EtcdServer | None = None
 
-    async def start_etcd(self) -> str:
+    async def start_etcd(self, host: str) -> str:
         if self.opts.etcd:
             return self.opts.etcd
-        self.console.say("starting a private etcd for this mesh (pass --etcd to use your own)")
+        self.console.say("starting the mesh's etcd on this machine (pass --etcd to use your own)")
         try:
-            self.etcd = EtcdServer(self.state_dir / "etcd", log_path=self.log_dir / "etcd.log")
+            self.etcd = EtcdServer(
+                self.state_dir / "etcd", host=host, log_path=self.log_dir / "etcd.log"
+            )
         except Unavailable as exc:
             raise ServeError(exc.message) from exc
         await self.etcd.start()
@@ -170,20 +187,22 @@ class Stack:
 
 async def serve(opts: ServeOptions) -> int:
     console = Console(opts.json)
-    check_port_free(opts.port, opts.host, "--port")
+    check_port_free(opts.port, opts.api_host, "--port")
     if opts.console_port:
-        check_port_free(opts.console_port, opts.host, "--console-port")
-    try:
-        llama = find_binary("llama-server")
-    except Unavailable as exc:
-        raise ServeError(exc.message) from exc
+        check_port_free(opts.console_port, opts.api_host, "--console-port")
+    llama = ""
+    if not opts.client_only:
+        try:
+            llama = find_binary("llama-server").path
+        except Unavailable as exc:
+            raise ServeError(exc.message) from exc
     stack = Stack(opts, console)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await _run(stack, opts, console, llama.path, stop)
+        return await _run(stack, opts, console, llama, stop)
     finally:
         console.say("stopping…", event="stopping")
         await stack.stop()
@@ -193,14 +212,103 @@ async def serve(opts: ServeOptions) -> int:
 async def _run(
     stack: Stack, opts: ServeOptions, console: Console, llama_server: str, stop: asyncio.Event
 ) -> int:
-    etcd = await stack.start_etcd()
+    host = opts.host or lan_address()
+    token = opts.join or await find_mesh(opts, host, console) or await found_mesh(stack, opts, host)
     common = {
-        "etcd_endpoints": etcd,
-        "mesh_id": opts.mesh_id,
-        "secret": secrets.token_urlsafe(24),
-        "bind_host": opts.host,
+        "etcd_endpoints": ",".join(token.etcd),
+        "mesh_id": token.mesh_id,
+        "secret": token.secret,
+        "advertise_host": host,
+        "bind_host": bind_address(host),
         **({"node": opts.node} if opts.node else {}),
     }
+    names: list[str] = []
+    if not opts.client_only:
+        names = await start_node_services(stack, opts, console, llama_server, common)
+    await stack.start_service(
+        "gateway",
+        GatewaySettings(
+            **{**common, "bind_host": opts.api_host},
+            http_port=opts.port,
+            console_port=opts.console_port,
+        ),
+    )
+    announce_ready(console, stack, opts, token)
+    tasks = [asyncio.create_task(announce_models(opts.port, names, console))]
+    if token.extra.get("published") == "1":
+        tasks.append(asyncio.create_task(publish(token, host, opts)))
+    try:
+        return await watch_children(stack, stop)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def find_mesh(opts: ServeOptions, host: str, console: Console) -> InviteToken | None:
+    if not opts.auto:
+        return None
+    console.say(f"looking for meshes on the network of {host} …")
+    meshes = await discover(host)
+    if not meshes:
+        if opts.client_only:
+            raise ServeError("no published mesh found on this network; join one with --join")
+        console.say("none found: starting a new one")
+        return None
+    best = meshes[0]
+    console.say(
+        f"joining mesh '{best.name or best.mesh_id}' ({best.nodes} nodes, {best.models} models)",
+        event="joining",
+        mesh=best.mesh_id,
+    )
+    return decode_token(best.token)
+
+
+async def publish(token: InviteToken, host: str, opts: ServeOptions) -> None:
+    """Announce the mesh on the local network, refreshing its node and model counts."""
+    announcer = Announcer(
+        host,
+        token.mesh_name,
+        token.mesh_id,
+        opts.node or socket.gethostname(),
+        token.encode(),
+        opts.port,
+    )
+    await announcer.start()
+    try:
+        async with EtcdStore.connect(token.etcd) as store:
+            while True:
+                await announcer.update(*await mesh_counts(store, token.mesh_id))
+                await asyncio.sleep(5)
+    finally:
+        await announcer.stop()
+
+
+async def mesh_counts(store: EtcdStore, mesh_id: str) -> tuple[int, int]:
+    """(nodes, models) of a mesh: nodes with a worker or a gateway, models with a replica."""
+    workers, _ = await store.get_prefix(keys.workers(mesh_id), pb.WorkerRecord)
+    services, _ = await store.get_prefix(keys.services(mesh_id), pb.ServiceRecord)
+    endpoints, _ = await store.get_prefix(keys.endpoints(mesh_id), pb.Endpoint)
+    nodes = {w.node for w in workers.values()} | {s.node for s in services.values()}
+    return len(nodes), len({e.model for e in endpoints.values()})
+
+
+async def found_mesh(stack: Stack, opts: ServeOptions, host: str) -> InviteToken:
+    """The first box: the mesh's etcd runs here, and a new mesh id and secret are made."""
+    etcd = await stack.start_etcd(host)
+    published = {"published": "1"} if opts.publish or opts.mesh_name else {}
+    return InviteToken(
+        mesh_id=f"m-{secrets.token_hex(6)}",
+        etcd=etcd.split(","),
+        secret=secrets.token_urlsafe(24),
+        mesh_name=opts.mesh_name,
+        extra=published,
+    )
+
+
+async def start_node_services(
+    stack: Stack, opts: ServeOptions, console: Console, llama_server: str, common: dict[str, object]
+) -> list[str]:
     registry = RegistrySettings(**common, grpc_port=free_port(), http_port=free_port())
     await stack.start_service("registry", registry)
     names = await register_models(opts.models, registry, console)
@@ -223,27 +331,43 @@ async def _run(
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
             models=",".join(opts.models),
             supervisor=SupervisorSettings(
-                llama_server=llama_server, parallel=opts.parallel, log_dir=str(stack.log_dir)
+                llama_server=llama_server,
+                parallel=opts.parallel,
+                threads=opts.threads,
+                log_dir=str(stack.log_dir),
             ),
         ),
     )
-    await stack.start_service(
-        "gateway", GatewaySettings(**common, http_port=opts.port, console_port=opts.console_port)
-    )
+    return names
+
+
+def announce_ready(console: Console, stack: Stack, opts: ServeOptions, token: InviteToken) -> None:
     api = f"http://localhost:{opts.port}/v1"
+    invite = token.encode()
+    lines = [
+        f"\nMesh LLM is up ({'API client' if opts.client_only else 'serving node'}).",
+        f"  API:     {api}",
+    ]
+    if opts.console_port:
+        lines.append(f"  console: http://localhost:{opts.console_port}")
+    lines.append(f"  logs:    {stack.log_dir}")
+    if opts.join is None:
+        lines += [
+            "",
+            "Add machines to this mesh with:",
+            f"  mesh-llm serve --join {invite}     (serves models)",
+            f"  mesh-llm client --join {invite}    (API only)",
+            "The token lets its holder join and use the mesh: share it like a password.",
+        ]
     console.say(
-        f"\nMesh LLM is up.\n  API:     {api}\n  console: http://localhost:"
-        f"{opts.console_port}\n  logs:    {stack.log_dir}",
+        "\n".join(lines),
         event="ready",
         api=api,
+        token=invite,
+        mesh=token.mesh_id,
         console=f"http://localhost:{opts.console_port}",
         logs=str(stack.log_dir),
     )
-    waiter = asyncio.create_task(announce_models(opts.port, names, console))
-    try:
-        return await watch_children(stack, stop)
-    finally:
-        waiter.cancel()
 
 
 async def register_models(
@@ -271,8 +395,6 @@ async def register_models(
 
 def fetch_with_progress(name: str, registry: RegistrySettings, console: Console) -> None:
     """Built-in models are downloaded in the foreground, where pip's progress bar shows."""
-    import subprocess
-
     cached = Path(registry.cache_dir).expanduser() / f"{ALIASES.get(name, name)}.gguf"
     if cached.is_file():
         return

@@ -3,6 +3,7 @@
     /mesh/<mesh>/workers/<node>/<worker>              WorkerRecord      worker's lease
     /mesh/<mesh>/services/<kind>/<instance>           ServiceRecord     the service's lease
     /mesh/<mesh>/catalog/<model>                      CatalogEntry      no lease
+    /mesh/<mesh>/files/<model>/<node>                 ModelFile         the registry's lease
     /mesh/<mesh>/demand/<model>/<origin>              Demand            the origin's lease
     /mesh/<mesh>/assignments/<node>/<worker>/<id>     Assignment        the worker's lease
     /mesh/<mesh>/placement/<model>                    PlacementStatus   the leader's lease
@@ -51,6 +52,15 @@ def catalog(mesh: str) -> str:
 
 def catalog_entry(mesh: str, model: str) -> str:
     return catalog(mesh) + _part(model)
+
+
+def files(mesh: str, model: str | None = None) -> str:
+    base = _root(mesh) + "files/"
+    return base if model is None else f"{base}{_part(model)}/"
+
+
+def file_entry(mesh: str, model: str, node: str) -> str:
+    return files(mesh, model) + _part(node)
 
 
 def demand(mesh: str, model: str | None = None) -> str:

@@ -9,6 +9,7 @@ process exits non-zero and its supervisor (the CLI, compose, Kubernetes) notices
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -137,13 +138,13 @@ class GrpcServer:
             await self.server.stop(self._grace_s)
 
 
-class LoopComponent:
+class LoopComponent(abc.ABC):
     """A component whose work is one long coroutine, `loop()`; stop() cancels it."""
 
     _task: asyncio.Task[None] | None = None
 
-    async def loop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def loop(self) -> None: ...
 
     async def run(self) -> None:
         self._task = asyncio.current_task()

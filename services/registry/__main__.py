@@ -16,7 +16,7 @@ from .settings import RegistrySettings
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    servicer = RegistryServicer(ctx.settings, ctx.store)  # type: ignore[arg-type]
+    servicer = RegistryServicer(ctx.settings, ctx.store, ctx.lease)  # type: ignore[arg-type]
     return ServiceParts(
         register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
             servicer, server

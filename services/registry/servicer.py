@@ -12,7 +12,7 @@ from meshllm.core.errors import InvalidRequest, NotFound
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
-from meshllm.core.store import EtcdStore
+from meshllm.core.store import EtcdStore, LeaseKeeper
 
 from . import catalog
 from .gguf_facts import GgufError, GgufFacts, read_facts
@@ -52,9 +52,10 @@ async def inspect(path: Path) -> pb.ModelFacts:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, settings: RegistrySettings, store: EtcdStore) -> None:
+    def __init__(self, settings: RegistrySettings, store: EtcdStore, lease: LeaseKeeper) -> None:
         self._settings = settings
         self._store = store
+        self._lease = lease
         self._models_dir = Path(settings.models_dir).expanduser()
         self._cache_dir = Path(settings.cache_dir).expanduser()
 
@@ -79,7 +80,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         entry = pb.CatalogEntry(
             name=name, source=source, facts=await inspect(path), registered_unix=int(time.time())
         )
-        await self._store.put(keys.catalog_entry(self._settings.mesh_id, name), entry)
+        mesh = self._settings.mesh_id
+        await self._store.put(keys.catalog_entry(mesh, name), entry)
+        await self._lease.publish(
+            keys.file_entry(mesh, name, self._settings.node),
+            pb.ModelFile(
+                model=name,
+                node=self._settings.node,
+                path=str(path),
+                size_bytes=entry.facts.file_size_bytes,
+            ),
+        )
         logger.info(
             "registered %s from %s (%s, %d layers, %.1f MB)",
             name,
@@ -106,14 +117,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def LocateModel(
         self, request: rpb.LocateModelRequest, context: grpc.aio.ServicerContext
     ) -> rpb.LocateModelResponse:
-        entry = await self._store.get(
-            keys.catalog_entry(self._settings.mesh_id, request.model), pb.CatalogEntry
-        )
+        mesh = self._settings.mesh_id
+        entry = await self._store.get(keys.catalog_entry(mesh, request.model), pb.CatalogEntry)
         if entry is None:
             raise NotFound(f"model '{request.model}' is not in the catalog")
-        path = Path(entry.source.path)
-        if not path.is_file():
-            raise NotFound(
-                f"the file of '{request.model}' ({path}) is not on node {self._settings.node}"
-            )
-        return rpb.LocateModelResponse(path=str(path), facts=entry.facts)
+        node = request.node or self._settings.node
+        held = await self._store.get(keys.file_entry(mesh, request.model, node), pb.ModelFile)
+        if held is not None and Path(held.path).is_file():
+            return rpb.LocateModelResponse(path=held.path, facts=entry.facts)
+        if entry.source.kind == pb.MODEL_SOURCE_KIND_PYPI and node == self._settings.node:
+            path = await asyncio.to_thread(catalog.fetch_builtin, request.model, self._cache_dir)
+            return rpb.LocateModelResponse(path=str(path), facts=entry.facts)
+        raise NotFound(f"the file of '{request.model}' is not on node {node}")

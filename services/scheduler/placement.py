@@ -1,10 +1,13 @@
 """Solo placement as a pure function of a snapshot: which worker serves which model.
 
-A model fits a worker when its weights + KV cache for the context + headroom fit in what the
-worker's device budget has left after the assignments it already holds. Among the workers it
-fits, the one with the most memory left wins (ties: node, worker id). Every rejected worker
-gets a reason, kept on the model's PlacementStatus so "why is my model pending" has an answer.
-Pipeline splits and MoE shards will extend `plan` for models that fit nowhere.
+Each want (a replica pinned by a node's `--model`, or asked for by the mesh) gets one
+assignment. A model from a local file goes only to nodes whose registry holds the file; a
+pinned want prefers its own node. A model fits a worker when its weights + KV cache for the
+context + headroom fit in what the worker's device budget has left after the assignments it
+already holds. Among the workers it fits, the one with the most memory left wins (ties: node,
+worker id). Every rejected worker gets a reason, kept on the model's PlacementStatus so "why
+is my model pending" has an answer. Pipeline splits and MoE shards will extend `plan` for
+models that fit nowhere.
 """
 
 from __future__ import annotations
@@ -39,9 +42,26 @@ def memory_needed(facts: pb.ModelFacts, context: int, settings: PlacementSetting
     )
 
 
-def assignment_id(model: str, worker: pb.WorkerRecord) -> str:
-    digest = hashlib.sha1(f"{model}@{worker.node}/{worker.worker_id}".encode()).hexdigest()
-    return f"{digest[:10]}"
+def assignment_id(model: str, origin: str, worker: pb.WorkerRecord) -> str:
+    key = f"{model}@{origin}@{worker.node}/{worker.worker_id}"
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Want:
+    """One replica someone asked for: pinned by a node (`origin`), or for the mesh ("")."""
+
+    model: str
+    origin: str
+    context: int
+
+
+def wants_from(demands: Iterable[pb.Demand]) -> list[Want]:
+    contexts: dict[tuple[str, str], int] = {}
+    for d in demands:
+        key = (d.model, d.origin if d.pinned else "")
+        contexts[key] = max(contexts.get(key, 0), d.context)
+    return [Want(m, o, c) for (m, o), c in sorted(contexts.items())]
 
 
 @dataclass
@@ -51,64 +71,98 @@ class Plan:
     delete: list[str] = field(default_factory=list)  # assignment keys
     status: dict[str, pb.PlacementStatus] = field(default_factory=dict)
 
+    def report(self, model: str, placed: bool, reasons: list[str]) -> None:
+        status = self.status.setdefault(model, pb.PlacementStatus(model=model, placed=True))
+        status.placed = status.placed and placed
+        status.reasons.extend(r for r in reasons if r not in status.reasons)
+
 
 def plan(
-    wanted: Mapping[str, int],
+    wants: Iterable[Want],
     catalog: Mapping[str, pb.CatalogEntry],
+    files: Mapping[str, set[str]],
     workers: Iterable[pb.WorkerRecord],
     assignments: Mapping[str, pb.Assignment],
     settings: PlacementSettings,
 ) -> Plan:
-    """`wanted`: model → wanted context (0 = default). `assignments`: key → Assignment."""
+    """`files`: model → nodes holding its file. `assignments`: key → Assignment."""
     result = Plan()
+    wants = list(wants)
+    wanted = {(w.model, w.origin) for w in wants}
     live = {(w.node, w.worker_id): w for w in workers}
-    used: dict[tuple[str, str], int] = {k: 0 for k in live}
-    served: set[str] = set()
+    used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
+    served: set[tuple[str, str]] = set()
     for key, a in sorted(assignments.items()):
-        where = (a.node, a.worker_id)
-        if a.model in wanted and where in live and a.model not in served:
+        where, want = (a.node, a.worker_id), (a.model, a.origin)
+        if want in wanted and where in live and want not in served:
             result.keep.append((key, a))
             used[where] += a.memory_bytes
-            served.add(a.model)
+            served.add(want)
         else:
             result.delete.append(key)
-    for model in sorted(wanted):
-        if model in served:
-            result.status[model] = pb.PlacementStatus(
-                model=model, placed=True, reasons=["already assigned"]
-            )
-            continue
-        entry = catalog.get(model)
-        if entry is None:
-            result.status[model] = pb.PlacementStatus(
-                model=model, placed=False, reasons=["not in the catalog: register it first"]
-            )
-            continue
-        context = context_for(entry.facts, wanted[model], settings)
-        need = memory_needed(entry.facts, context, settings)
-        worker, reasons = choose_worker(need, live.values(), used)
-        if worker is None:
-            result.status[model] = pb.PlacementStatus(model=model, placed=False, reasons=reasons)
-            continue
-        where = (worker.node, worker.worker_id)
-        used[where] += need
-        result.create.append(
-            (
-                worker,
-                pb.Assignment(
-                    id=assignment_id(model, worker),
-                    model=model,
-                    node=worker.node,
-                    worker_id=worker.worker_id,
-                    role=pb.ASSIGNMENT_ROLE_SOLO,
-                    context=context,
-                    memory_bytes=need,
-                    reasons=reasons,
-                ),
-            )
-        )
-        result.status[model] = pb.PlacementStatus(model=model, placed=True, reasons=reasons)
+    for want in wants:
+        if (want.model, want.origin) in served:
+            result.report(want.model, True, [])
+        else:
+            _place(want, catalog, files, live, used, settings, result)
     return result
+
+
+def _place(
+    want: Want,
+    catalog: Mapping[str, pb.CatalogEntry],
+    files: Mapping[str, set[str]],
+    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    used: dict[tuple[str, str], int],
+    settings: PlacementSettings,
+    result: Plan,
+) -> None:
+    entry = catalog.get(want.model)
+    if entry is None:
+        result.report(want.model, False, ["not in the catalog: register it first"])
+        return
+    candidates, reasons = _with_file(entry, files.get(want.model, set()), live.values())
+    local = [w for w in candidates if w.node == want.origin]
+    context = context_for(entry.facts, want.context, settings)
+    need = memory_needed(entry.facts, context, settings)
+    others = [w for w in candidates if w not in local]
+    worker, fit_reasons = choose_worker(need, local or others, used)
+    if worker is None and local and others:  # the pinning node is full: anywhere else
+        worker, more = choose_worker(need, others, used)
+        fit_reasons += more
+    reasons += fit_reasons
+    if worker is None:
+        result.report(want.model, False, reasons)
+        return
+    used[(worker.node, worker.worker_id)] += need
+    assignment = pb.Assignment(
+        id=assignment_id(want.model, want.origin, worker),
+        model=want.model,
+        node=worker.node,
+        worker_id=worker.worker_id,
+        role=pb.ASSIGNMENT_ROLE_SOLO,
+        context=context,
+        memory_bytes=need,
+        reasons=reasons,
+        origin=want.origin,
+    )
+    result.create.append((worker, assignment))
+    result.report(want.model, True, reasons)
+
+
+def _with_file(
+    entry: pb.CatalogEntry, nodes: set[str], workers: Iterable[pb.WorkerRecord]
+) -> tuple[list[pb.WorkerRecord], list[str]]:
+    """A model from a local path can run only where a registry holds its file; a fetchable
+    one (a built-in) anywhere."""
+    workers = list(workers)
+    if entry.source.kind != pb.MODEL_SOURCE_KIND_PATH:
+        return workers, []
+    kept = [w for w in workers if w.node in nodes]
+    dropped = [
+        f"{w.node}/{w.worker_id}: does not have the file" for w in workers if w.node not in nodes
+    ]
+    return kept, dropped
 
 
 def choose_worker(

@@ -29,14 +29,17 @@ class MeshView:
         self.catalog = PrefixCache(store, keys.catalog(mesh), pb.CatalogEntry)
         self.demand = PrefixCache(store, keys.demand(mesh), pb.Demand)
         self.assignments = PrefixCache(store, keys.assignments(mesh), pb.Assignment)
+        self.files = PrefixCache(store, keys.files(mesh), pb.ModelFile)
         self.placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
-        self.caches = [self.workers, self.catalog, self.demand, self.assignments, self.placement]
+        # every cache but `placement` (our own output) triggers a new plan
+        self.inputs = [self.workers, self.catalog, self.demand, self.assignments, self.files]
+        self.caches = [*self.inputs, self.placement]
 
-    def wanted(self) -> dict[str, int]:
-        wanted: dict[str, int] = {}
-        for d in self.demand.items.values():
-            wanted[d.model] = max(wanted.get(d.model, 0), d.context)
-        return wanted
+    def file_nodes(self) -> dict[str, set[str]]:
+        nodes: dict[str, set[str]] = {}
+        for f in self.files.items.values():
+            nodes.setdefault(f.model, set()).add(f.node)
+        return nodes
 
     def catalog_by_name(self) -> dict[str, pb.CatalogEntry]:
         return {e.name: e for e in self.catalog.items.values()}
@@ -62,7 +65,7 @@ class Planner(LoopComponent):
         self._election = election
         self._settings = settings
         self._dirty = asyncio.Event()
-        for cache in view.caches[:4]:
+        for cache in view.inputs:
             cache.listeners.append(self._dirty.set)
 
     async def loop(self) -> None:
@@ -84,8 +87,9 @@ class Planner(LoopComponent):
         self._dirty.clear()
         view = self._view
         result = placement.plan(
-            view.wanted(),
+            placement.wants_from(view.demand.items.values()),
             view.catalog_by_name(),
+            view.file_nodes(),
             view.workers.items.values(),
             view.assignments.items,
             self._settings,

@@ -15,7 +15,7 @@ from meshllm.core.errors import InvalidRequest, NotFound
 from meshllm.core.grpc import make_server
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
-from meshllm.core.store import EtcdStore
+from meshllm.core.store import EtcdStore, LeaseKeeper
 from meshllm.registry.servicer import RegistryServicer
 from meshllm.registry.settings import RegistrySettings
 
@@ -30,7 +30,9 @@ async def registry(store: EtcdStore, mesh_id: str, tmp_path: Path) -> AsyncItera
         models_dir=str(tmp_path / "models"),
         cache_dir=str(tmp_path / "cache"),
     )
-    servicer = RegistryServicer(settings, store)
+    lease = LeaseKeeper(store, ttl_s=5)
+    await lease.start()
+    servicer = RegistryServicer(settings, store, lease)
     server, _, port = make_server(
         "127.0.0.1:0",
         lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s),
@@ -39,6 +41,7 @@ async def registry(store: EtcdStore, mesh_id: str, tmp_path: Path) -> AsyncItera
     async with RegistryClient(f"127.0.0.1:{port}") as client:
         yield client
     await server.stop(0)
+    await lease.stop()
 
 
 async def test_register_a_gguf_path(
@@ -54,6 +57,10 @@ async def test_register_a_gguf_path(
     assert stored == entry
     located = await registry.locate(entry.name, "n1")
     assert located.path == str(tiny_model.resolve())
+    held = await store.get(keys.file_entry(mesh_id, entry.name, "n1"), pb.ModelFile)
+    assert held is not None and held.path == located.path
+    with pytest.raises(NotFound, match="not on node n2"):
+        await registry.locate(entry.name, "n2")
 
 
 async def test_register_by_name_from_the_model_directory(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.scheduler.placement import context_for, memory_needed, plan
+from meshllm.scheduler.placement import Want, context_for, memory_needed, plan, wants_from
 from meshllm.scheduler.settings import PlacementSettings
 
 GiB = 2**30
@@ -18,6 +18,10 @@ def worker(node: str, budget_gib: float, *, draining: bool = False) -> pb.Worker
         draining=draining,
         device=pb.Device(id="gpu0", memory_budget_bytes=int(budget_gib * GiB)),
     )
+
+
+def wants(*models: str) -> list[Want]:
+    return [Want(m, "", 0) for m in models]
 
 
 def entry(name: str, size_gib: float, kv_per_token: int = 0, ctx: int = 8192) -> pb.CatalogEntry:
@@ -44,14 +48,16 @@ def test_memory_counts_weights_kv_and_headroom() -> None:
 
 
 def test_goes_to_the_worker_with_most_room() -> None:
-    result = plan({"m": 0}, {"m": entry("m", 2)}, [worker("a", 4), worker("b", 8)], {}, SETTINGS)
+    result = plan(
+        wants("m"), {"m": entry("m", 2)}, {}, [worker("a", 4), worker("b", 8)], {}, SETTINGS
+    )
     assert [(w.node, a.model) for w, a in result.create] == [("b", "m")]
     assert result.status["m"].placed
 
 
 def test_nothing_fits_says_why_for_every_worker() -> None:
     workers = [worker("a", 1), worker("b", 64, draining=True)]
-    result = plan({"big": 0}, {"big": entry("big", 2)}, workers, {}, SETTINGS)
+    result = plan(wants("big"), {"big": entry("big", 2)}, {}, workers, {}, SETTINGS)
     assert not result.create
     reasons = list(result.status["big"].reasons)
     assert not result.status["big"].placed
@@ -61,28 +67,22 @@ def test_nothing_fits_says_why_for_every_worker() -> None:
 
 def test_kv_cache_counts_toward_fit() -> None:
     # 1 GiB weights + 4096 tokens x 256 KiB = 2 GiB: does not fit in 1.5 GiB
-    result = plan(
-        {"m": 0}, {"m": entry("m", 1, kv_per_token=256 * 1024)}, [worker("a", 1.5)], {}, SETTINGS
-    )
+    catalog = {"m": entry("m", 1, kv_per_token=256 * 1024)}
+    result = plan(wants("m"), catalog, {}, [worker("a", 1.5)], {}, SETTINGS)
     assert not result.create
 
 
 def test_models_share_a_worker_until_it_is_full() -> None:
     catalog = {n: entry(n, 3) for n in ("x", "y", "z")}
-    result = plan({"x": 0, "y": 0, "z": 0}, catalog, [worker("a", 7)], {}, SETTINGS)
+    result = plan(wants("x", "y", "z"), catalog, {}, [worker("a", 7)], {}, SETTINGS)
     assert sorted(a.model for _, a in result.create) == ["x", "y"]
     assert not result.status["z"].placed
 
 
 def test_existing_assignment_is_kept_and_counted() -> None:
     kept = pb.Assignment(id="1", model="x", node="a", worker_id="gpu0", memory_bytes=6 * GiB)
-    result = plan(
-        {"x": 0, "y": 0},
-        {"x": entry("x", 6), "y": entry("y", 2)},
-        [worker("a", 7)],
-        {"k1": kept},
-        SETTINGS,
-    )
+    catalog = {"x": entry("x", 6), "y": entry("y", 2)}
+    result = plan(wants("x", "y"), catalog, {}, [worker("a", 7)], {"k1": kept}, SETTINGS)
     assert result.keep == [("k1", kept)] and not result.create and not result.delete
     assert not result.status["y"].placed
 
@@ -90,24 +90,81 @@ def test_existing_assignment_is_kept_and_counted() -> None:
 def test_unwanted_and_orphaned_assignments_are_deleted() -> None:
     stale = pb.Assignment(id="1", model="gone", node="a", worker_id="gpu0")
     orphan = pb.Assignment(id="2", model="x", node="dead", worker_id="gpu0")
-    result = plan(
-        {"x": 0}, {"x": entry("x", 1)}, [worker("a", 4)], {"k1": stale, "k2": orphan}, SETTINGS
-    )
+    assignments = {"k1": stale, "k2": orphan}
+    result = plan(wants("x"), {"x": entry("x", 1)}, {}, [worker("a", 4)], assignments, SETTINGS)
     assert sorted(result.delete) == ["k1", "k2"]
     assert [(w.node, a.model) for w, a in result.create] == [("a", "x")]
 
 
 def test_unknown_model_is_pending_with_a_reason() -> None:
-    result = plan({"nope": 0}, {}, [worker("a", 4)], {}, SETTINGS)
+    result = plan(wants("nope"), {}, {}, [worker("a", 4)], {}, SETTINGS)
     assert "not in the catalog" in result.status["nope"].reasons[0]
 
 
 def test_no_workers() -> None:
-    result = plan({"m": 0}, {"m": entry("m", 1)}, [], {}, SETTINGS)
+    result = plan(wants("m"), {"m": entry("m", 1)}, {}, [], {}, SETTINGS)
     assert list(result.status["m"].reasons) == ["no worker in the mesh"]
 
 
 def test_assignment_ids_are_stable() -> None:
     catalog, workers = {"m": entry("m", 1)}, [worker("a", 4)]
-    first = plan({"m": 0}, catalog, workers, {}, SETTINGS).create[0][1].id
-    assert plan({"m": 0}, catalog, workers, {}, SETTINGS).create[0][1].id == first
+    first = plan(wants("m"), catalog, {}, workers, {}, SETTINGS).create[0][1].id
+    assert plan(wants("m"), catalog, {}, workers, {}, SETTINGS).create[0][1].id == first
+
+
+def local(name: str, size_gib: float) -> pb.CatalogEntry:
+    """A model registered from a file: it runs only where a registry holds that file."""
+    e = entry(name, size_gib)
+    e.source.kind = pb.MODEL_SOURCE_KIND_PATH
+    return e
+
+
+def test_a_file_model_goes_only_where_its_file_is() -> None:
+    result = plan(
+        wants("m"),
+        {"m": local("m", 1)},
+        {"m": {"a"}},
+        [worker("a", 2), worker("b", 64)],
+        {},
+        SETTINGS,
+    )
+    assert [w.node for w, _ in result.create] == ["a"]
+    assert "b/gpu0: does not have the file" in result.status["m"].reasons
+    nowhere = plan(wants("m"), {"m": local("m", 1)}, {}, [worker("b", 64)], {}, SETTINGS)
+    assert not nowhere.create and not nowhere.status["m"].placed
+
+
+def test_each_pin_gets_a_replica_on_its_own_node() -> None:
+    demands = [
+        pb.Demand(model="m", origin="a", pinned=True),
+        pb.Demand(model="m", origin="b", pinned=True),
+        pb.Demand(model="m", origin="b", pinned=True, context=2048),
+    ]
+    got = wants_from(demands)
+    assert got == [Want("m", "a", 0), Want("m", "b", 2048)]
+    result = plan(
+        got,
+        {"m": entry("m", 1)},
+        {},
+        [worker("a", 2), worker("b", 2), worker("c", 64)],
+        {},
+        SETTINGS,
+    )
+    assert sorted((a.origin, w.node) for w, a in result.create) == [("a", "a"), ("b", "b")]
+    assert len({a.id for _, a in result.create}) == 2
+
+
+def test_a_pin_whose_node_is_full_goes_elsewhere() -> None:
+    result = plan(
+        [Want("m", "a", 0)],
+        {"m": entry("m", 4)},
+        {},
+        [worker("a", 2), worker("b", 8)],
+        {},
+        SETTINGS,
+    )
+    assert [w.node for w, _ in result.create] == ["b"]
+
+
+def test_mesh_demand_from_requests_is_not_pinned() -> None:
+    assert wants_from([pb.Demand(model="m", origin="requests")]) == [Want("m", "", 0)]

@@ -205,6 +205,18 @@ class CatalogEntry(_message.Message):
     registered_unix: int
     def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ...) -> None: ...
 
+class ModelFile(_message.Message):
+    __slots__ = ("model", "node", "path", "size_bytes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    node: str
+    path: str
+    size_bytes: int
+    def __init__(self, model: _Optional[str] = ..., node: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
 class Demand(_message.Message):
     __slots__ = ("model", "origin", "pinned", "last_request_unix", "requests_per_minute", "context")
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -222,7 +234,7 @@ class Demand(_message.Message):
     def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix")
+    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +244,7 @@ class Assignment(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     node: str
@@ -241,7 +254,8 @@ class Assignment(_message.Message):
     memory_bytes: int
     reasons: _containers.RepeatedScalarFieldContainer[str]
     created_unix: int
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ...) -> None: ...
+    origin: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class PlacementStatus(_message.Message):
     __slots__ = ("model", "placed", "reasons", "updated_unix")

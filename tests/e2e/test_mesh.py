@@ -1,0 +1,293 @@
+"""Many boxes, one mesh, for real: each node in its own network namespace with its own
+address, running its own services, joined by invite token; an API-only client in a fourth.
+A node is killed (SIGKILL of everything in its namespace) and comes back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from netns import Host, Lab, netns_supported
+
+from meshllm.core import keys
+from meshllm.core.invite import decode_token
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+TTL_S = 3
+API_PORT = 9337
+MESH_NAME = "lab-mesh"
+
+
+@dataclass
+class Node:
+    host: Host
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[str] | None = None
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host.address}:{API_PORT}/v1"
+
+    def start(self) -> None:
+        self.events = []
+        self.process = subprocess.Popen(
+            self.host.command(self.argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                self.events.append(json.loads(line))
+
+    def wait_event(self, kind: str, count: int = 1, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events if e.get("event") == kind]
+            if len(found) >= count:
+                return found[count - 1]
+            assert self.process is not None and self.process.poll() is None, (
+                f"{self.name} exited: {self.events}"
+            )
+            assert time.monotonic() < deadline, f"{self.name}: no {kind}: {self.events}"
+            time.sleep(0.1)
+
+    def served(self) -> dict[str, list[str]]:
+        models = httpx.get(f"{self.api}/models", timeout=10).json()["data"]
+        return {m["id"]: sorted(r["node"] for r in m["meshllm"]["replicas"]) for m in models}
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0, timeout=60)
+
+
+def mesh_llm(*args: str) -> list[str]:
+    return [sys.executable, "-m", "meshllm.cli", *args]
+
+
+@dataclass
+class Mesh:
+    lab: Lab
+    nodes: dict[str, Node]
+    token: str
+
+
+def node_argv(host: Host, name: str, state: Path, *extra: str) -> list[str]:
+    return mesh_llm(
+        *extra,
+        "--host",
+        host.address,
+        "--api-host",
+        host.address,
+        "--node",
+        name,
+        "--state-dir",
+        str(state / name),
+        "--json",
+        "--console-port",
+        "0",
+    )
+
+
+@pytest.fixture(scope="module")
+def mesh(
+    chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    reason = netns_supported()
+    if reason is not None:
+        pytest.skip(f"multi-host tests need network namespaces: {reason}")
+    state = tmp_path_factory.mktemp("mesh")
+    lab = Lab.create(5)
+    nodes: dict[str, Node] = {}
+    try:
+        h1, h2, h3, h4, _ = lab.hosts
+        first = Node(
+            h1,
+            "n1",
+            node_argv(
+                h1, "n1", state, "serve", "--gguf", str(chat_model), "--mesh-name", MESH_NAME
+            ),
+        )
+        first.start()
+        token = first.wait_event("ready")["token"]
+        nodes["n1"] = first
+        joins = {
+            "n2": (h2, ["serve", "--join", token, "--gguf", str(chat_model)]),
+            "n3": (h3, ["serve", "--join", token, "--gguf", str(tiny_model)]),
+            "c4": (h4, ["client", "--join", token]),
+        }
+        for name, (host, args) in joins.items():
+            nodes[name] = Node(host, name, node_argv(host, name, state, *args))
+            nodes[name].start()
+        for node in nodes.values():
+            node.wait_event("ready")
+        yield Mesh(lab, nodes, token)
+    finally:
+        for node in nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()
+        for node in nodes.values():
+            if node.process is not None:
+                try:
+                    node.process.wait(30)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+        lab.destroy()
+
+
+def wait_for(check, timeout: float = 120.0, every: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (httpx.HTTPError, openai.APIError):
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(every)
+
+
+def test_every_gateway_sees_every_model_with_where_it_runs(
+    mesh: Mesh, chat_model: Path, tiny_model: Path
+) -> None:
+    expected = {chat_model.stem: ["n1", "n2"], tiny_model.stem: ["n3"]}
+    for node in mesh.nodes.values():
+        wait_for(lambda node=node: node.served() == expected)
+
+
+def test_the_client_node_routes_to_serving_nodes(
+    mesh: Mesh, chat_model: Path, tiny_model: Path
+) -> None:
+    client = mesh.nodes["c4"].client()
+    answered_by: Counter[str] = Counter()
+    for _ in range(12):
+        raw = client.chat.completions.with_raw_response.create(
+            model=chat_model.stem,
+            max_tokens=8,
+            temperature=0,
+            messages=[{"role": "user", "content": "What is 2+2?"}],
+        )
+        answered_by[raw.headers["x-mesh-node"]] += 1
+        assert raw.parse().choices[0].message.content
+    assert set(answered_by) == {"n1", "n2"}, answered_by
+    tiny = client.completions.with_raw_response.create(
+        model=tiny_model.stem, prompt="hi", max_tokens=4
+    )
+    assert tiny.headers["x-mesh-node"] == "n3"
+    stream = client.chat.completions.create(
+        model=chat_model.stem,
+        max_tokens=8,
+        stream=True,
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_a_serving_node_forwards_models_it_does_not_hold(mesh: Mesh, tiny_model: Path) -> None:
+    raw = (
+        mesh.nodes["n1"]
+        .client()
+        .completions.with_raw_response.create(model=tiny_model.stem, prompt="hi", max_tokens=4)
+    )
+    assert raw.headers["x-mesh-node"] == "n3"
+
+
+async def test_relays_refuse_requests_without_the_mesh_secret(mesh: Mesh) -> None:
+    """From outside the mesh (the test's own address on the bridge), with the store's own
+    record of each worker's relay: no secret, no inference."""
+    token = decode_token(mesh.token)
+    async with EtcdStore.connect(token.etcd) as store:
+        workers, _ = await store.get_prefix(keys.workers(token.mesh_id), pb.WorkerRecord)
+    assert sorted(w.node for w in workers.values()) == ["n1", "n2", "n3"]
+    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for worker in workers.values():
+            assert worker.relay_url.startswith(f"http://{mesh.lab.subnet}.")
+            instance = worker.instances[0].id
+            url = f"{worker.relay_url}/relay/{instance}/v1/chat/completions"
+            assert (await http.post(url, json=body)).status_code == 401
+            allowed = await http.post(
+                url, json=body, headers={"authorization": f"Bearer {token.secret}"}
+            )
+            assert allowed.status_code == 200
+
+
+def test_killed_node_leaves_and_comes_back(mesh: Mesh, chat_model: Path, tiny_model: Path) -> None:
+    n2, client_node = mesh.nodes["n2"], mesh.nodes["c4"]
+    n2.host.kill_all()
+    killed = time.monotonic()
+    wait_for(
+        lambda: client_node.served().get(chat_model.stem) == ["n1"], timeout=TTL_S + 3, every=0.1
+    )
+    left_after = time.monotonic() - killed
+    assert left_after <= TTL_S + 3
+    for node in (mesh.nodes["n1"], mesh.nodes["n3"], client_node):
+        assert node.served().get(chat_model.stem) == ["n1"]
+    client = client_node.client()
+    for _ in range(4):  # the replicated model keeps answering
+        raw = client.chat.completions.with_raw_response.create(
+            model=chat_model.stem, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-mesh-node"] == "n1"
+    n2.start()  # the same command: no manual step to rejoin
+    n2.wait_event("ready")
+    wait_for(lambda: client_node.served().get(chat_model.stem) == ["n1", "n2"])
+
+    def routed_to_n2() -> bool:
+        raw = client.chat.completions.with_raw_response.create(
+            model=chat_model.stem, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        return raw.headers["x-mesh-node"] == "n2"
+
+    wait_for(routed_to_n2, timeout=30, every=0)
+
+
+def test_discover_finds_the_published_mesh_from_another_host(mesh: Mesh) -> None:
+    searcher = mesh.lab.hosts[3]
+    done = subprocess.run(
+        searcher.command(
+            mesh_llm("discover", "--interface", searcher.address, "--timeout", "4", "--json")
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    ours = [m for m in found if m["name"] == MESH_NAME]
+    assert len(ours) == 1, found
+    assert ours[0]["models"] == 2 and ours[0]["nodes"] >= 3
+    assert ours[0]["token"] == mesh.token
+
+
+def test_client_auto_joins_the_mesh_it_finds(mesh: Mesh, chat_model: Path, tmp_path: Path) -> None:
+    host = mesh.lab.hosts[4]
+    node = Node(host, "c5", node_argv(host, "c5", tmp_path, "client", "--auto"))
+    node.start()
+    try:
+        joined = node.wait_event("joining", timeout=60)
+        assert joined["mesh"] == decode_token(mesh.token).mesh_id
+        node.wait_event("ready")
+        wait_for(lambda: chat_model.stem in node.served())
+    finally:
+        assert node.process is not None
+        node.process.terminate()
+        node.process.wait(30)
