@@ -77,15 +77,17 @@ class Announcer:
             "node": node,
             "token": token,
         }
-        self._info = self._service_info(0, 0)
+        label = f"{mesh_name or mesh_id} on {node}"[:60]
+        self._server = f"meshllm-{node}.local."
+        self._info = self._service_info(f"{label}.{SERVICE_TYPE}", 0, 0)
         self._registered = False
 
-    def _service_info(self, nodes: int, models: int) -> AsyncServiceInfo:
-        label = f"{self._base['name'] or self._base['mesh']} on {self._base['node']}"[:60]
+    def _service_info(self, name: str, nodes: int, models: int) -> AsyncServiceInfo:
         return AsyncServiceInfo(
             SERVICE_TYPE,
-            f"{label}.{SERVICE_TYPE}",
+            name,
             port=self._port,
+            server=self._server,
             parsed_addresses=[self._interface],
             properties={**self._base, "nodes": str(nodes), "models": str(models)},
         )
@@ -95,7 +97,7 @@ class Announcer:
         self._registered = True
 
     async def update(self, nodes: int, models: int) -> None:
-        fresh = self._service_info(nodes, models)
+        fresh = self._service_info(self._info.name, nodes, models)  # the name may have changed
         if fresh.properties != self._info.properties:
             self._info = fresh
             await self._zeroconf.async_update_service(self._info)

@@ -204,6 +204,7 @@ def run_serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         json=args.json,
         verbose=args.verbose,
+        auto=args.auto,
     )
     if serving:
         opts.models = [*args.model, *args.gguf]

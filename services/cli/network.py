@@ -47,3 +47,8 @@ def is_loopback(host: str) -> bool:
 def bind_address(host: str) -> str:
     """Mesh-facing ports listen on every interface unless the mesh is this machine alone."""
     return "127.0.0.1" if is_loopback(host) else "0.0.0.0"
+
+
+def local_address(bind_host: str) -> str:
+    """Where this machine reaches a port bound to `bind_host`."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "") else bind_host

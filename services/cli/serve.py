@@ -39,7 +39,7 @@ from meshllm.worker.settings import SupervisorSettings, WorkerSettings
 
 from .discovery import Announcer, discover
 from .etcd import EtcdServer, free_port
-from .network import bind_address, lan_address
+from .network import bind_address, lan_address, local_address
 
 
 class ServeError(Exception):
@@ -150,7 +150,7 @@ class Stack:
             name=kind,
             argv=[sys.executable, "-m", f"meshllm.{kind}"],
             env={**os.environ, **settings.to_env(), **(extra_env or {})},
-            ready_url=f"http://127.0.0.1:{settings.http_port}/readyz",
+            ready_url=f"http://{local_address(settings.bind_host)}:{settings.http_port}/readyz",
             log_path=self.log_dir / f"{kind}.log",
             echo=self.opts.verbose,
         )
@@ -234,9 +234,13 @@ async def _run(
         ),
     )
     announce_ready(console, stack, opts, token)
-    tasks = [asyncio.create_task(announce_models(opts.port, names, console))]
+    tasks = [
+        asyncio.create_task(
+            announce_models(f"http://{local_address(opts.api_host)}:{opts.port}", names, console)
+        )
+    ]
     if token.extra.get("published") == "1":
-        tasks.append(asyncio.create_task(publish(token, host, opts)))
+        tasks.append(asyncio.create_task(publish(token, host, opts, console)))
     try:
         return await watch_children(stack, stop)
     finally:
@@ -264,8 +268,18 @@ async def find_mesh(opts: ServeOptions, host: str, console: Console) -> InviteTo
     return decode_token(best.token)
 
 
-async def publish(token: InviteToken, host: str, opts: ServeOptions) -> None:
-    """Announce the mesh on the local network, refreshing its node and model counts."""
+async def publish(token: InviteToken, host: str, opts: ServeOptions, console: Console) -> None:
+    """Announce the mesh on the local network, refreshing its node and model counts. A
+    failure here (no multicast on that interface) is reported and serving goes on."""
+    try:
+        await _announce(token, host, opts)
+    except (OSError, MeshError) as exc:
+        console.say(
+            f"warning: cannot announce the mesh on {host}: {exc}", event="warning", message=str(exc)
+        )
+
+
+async def _announce(token: InviteToken, host: str, opts: ServeOptions) -> None:
     announcer = Announcer(
         host,
         token.mesh_name,
@@ -295,6 +309,8 @@ async def mesh_counts(store: EtcdStore, mesh_id: str) -> tuple[int, int]:
 
 async def found_mesh(stack: Stack, opts: ServeOptions, host: str) -> InviteToken:
     """The first box: the mesh's etcd runs here, and a new mesh id and secret are made."""
+    if opts.client_only:
+        raise ServeError("an API client joins a mesh: pass --join TOKEN or --auto")
     etcd = await stack.start_etcd(host)
     published = {"published": "1"} if opts.publish or opts.mesh_name else {}
     return InviteToken(
@@ -409,13 +425,13 @@ def fetch_with_progress(name: str, registry: RegistrySettings, console: Console)
         raise ServeError(f"could not download {name}; check the network or pass --gguf PATH")
 
 
-async def announce_models(port: int, names: list[str], console: Console) -> None:
+async def announce_models(api: str, names: list[str], console: Console) -> None:
     pending = set(names)
     started = time.monotonic()
     async with aiohttp.ClientSession() as http:
         while pending:
             try:
-                async with http.get(f"http://127.0.0.1:{port}/v1/models") as reply:
+                async with http.get(f"{api}/v1/models") as reply:
                     served = {m["id"] for m in (await reply.json())["data"]}
             except (aiohttp.ClientError, ValueError, KeyError):
                 served = set()

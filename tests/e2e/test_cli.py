@@ -152,3 +152,22 @@ def free_port() -> int:
 
 def test_etcd_is_found_on_path() -> None:
     assert shutil.which("etcd"), "make test installs etcd-server; it must be on PATH"
+
+
+def test_token_errors_end_before_anything_starts(tmp_path: Path) -> None:
+    from meshllm.core.invite import InviteToken
+
+    good = InviteToken(mesh_id="m-1", etcd=["127.0.0.1:1"], secret="s").encode()
+    for bad, fragment in [
+        (good[:-4], "truncated or damaged"),
+        ("eyJhbGciOi.JIUzI1NiJ9.x", "not a Mesh LLM invite token"),
+        (good.replace("mesh1.", "mesh7."), "not a Mesh LLM invite token"),
+    ]:
+        for command in ("serve", "client"):
+            done = run(command, "--join", bad, "--state-dir", str(tmp_path / "s"), timeout=20)
+            assert_one_line_error(done, "--join", fragment)
+    assert not (tmp_path / "s").exists()
+    assert_one_line_error(run("client", timeout=20), "--join TOKEN or --auto")
+    assert_one_line_error(
+        run("serve", "--join", good, "--mesh-name", "x", timeout=20), "not with --join"
+    )

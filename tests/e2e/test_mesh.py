@@ -57,6 +57,8 @@ class Node:
         for line in self.process.stdout:
             if line.startswith("{"):
                 self.events.append(json.loads(line))
+            elif line.strip():
+                self.events.append({"output": line.strip()})
 
     def wait_event(self, kind: str, count: int = 1, timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
