@@ -81,6 +81,7 @@ class Config:
     requests_per_stream: int
     max_tokens: int
     threads: int
+    pin: bool
     gateway_url: str
     direct_url: str
     as_json: bool
@@ -143,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gateway-url", default="", help="an already running gateway")
     parser.add_argument("--direct-url", default="", help="its llama-server, e.g. :41000")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin llama-server to CPU 0 and the gateway, the other services and the load "
+        "generator to the remaining CPUs (a fair split on a small machine)",
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the result as JSON")
     out.add_argument("--markdown", action="store_true", help="print markdown tables")
@@ -163,6 +170,7 @@ def parse_args(argv: list[str]) -> Config:
         requests_per_stream=args.requests_per_stream,
         max_tokens=args.max_tokens,
         threads=args.threads,
+        pin=args.pin,
         gateway_url=base_url(args.gateway_url),
         direct_url=base_url(args.direct_url),
         as_json=args.json,
@@ -597,9 +605,50 @@ async def run(config: Config) -> dict[str, Any]:
         return await benchmark(Target(config.gateway_url, config.direct_url, model), config, True)
     stack = ServeStack(config)
     try:
-        return await benchmark(await stack.start(), config, False)
+        target = await stack.start()
+        if config.pin:
+            assert stack.proc is not None
+            log(pin_processes(stack.proc.pid))
+        return await benchmark(target, config, False)
     finally:
         await stack.stop()
+
+
+def pin_processes(root: int) -> str:
+    """llama-server alone on CPU 0; every other process of the stack and this load generator
+    on the others, so the hops being measured never wait for the model's cores."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "--pin: only one CPU, nothing pinned"
+    model_cpu, rest = {cpus[0]}, set(cpus[1:])
+    pinned = 0
+    for pid, command in stack_processes(root).items():
+        is_model = "llama-server" in command
+        for task in os.listdir(f"/proc/{pid}/task"):  # every thread
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), model_cpu if is_model else rest)
+        pinned += 1
+    os.sched_setaffinity(0, rest)
+    return f"pinned {pinned} processes: llama-server on CPU {cpus[0]}, the rest on {sorted(rest)}"
+
+
+def stack_processes(root: int) -> dict[int, str]:
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = open(f"/proc/{entry}/stat").read()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+                commands[int(entry)] = open(f"/proc/{entry}/cmdline").read().replace("\0", " ")
+    found, frontier = {root: commands.get(root, "")}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = commands[pid]
+                frontier.append(pid)
+    return found
 
 
 async def benchmark(target: Target, config: Config, external: bool) -> dict[str, Any]:

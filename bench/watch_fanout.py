@@ -47,10 +47,9 @@ def replicas(table: EndpointTable) -> int:
     return sum(len(e) for e in table.served_models().values())
 
 
-async def converge(tables: list[EndpointTable], expected: int) -> float:
-    """Seconds until every table holds `expected` replicas, woken by the tables' own
-    change listeners (which run after each table has rebuilt itself)."""
-    started = time.perf_counter()
+async def converge(tables: list[EndpointTable], expected: int, started: float) -> float:
+    """Seconds from `started` (before the write) until every table holds `expected`
+    replicas, woken by the tables' own change listeners (run after each table rebuilt)."""
     changed = asyncio.Event()
     for table in tables:
         table.endpoints.listeners.append(changed.set)
@@ -74,14 +73,16 @@ async def measure(etcd: EtcdServer, nodes: int, gateways: int, changes: int) -> 
             tables.append(EndpointTable(store, mesh))
         tasks = [asyncio.create_task(c.run()) for t in tables for c in t.caches]
         leases = list(await asyncio.gather(*(add_node(writer, mesh, i) for i in range(nodes))))
-        await converge(tables, nodes)
+        await converge(tables, nodes, time.perf_counter())
         delays: list[float] = []
         cpu_before = time.process_time()
         for i in range(changes):
+            started = time.perf_counter()
             await writer.revoke_lease(leases[i])
-            delays.append(await converge(tables, nodes - 1))
+            delays.append(await converge(tables, nodes - 1, started))
+            started = time.perf_counter()
             leases[i] = await add_node(writer, mesh, nodes + i)
-            delays.append(await converge(tables, nodes))
+            delays.append(await converge(tables, nodes, started))
         cpu = time.process_time() - cpu_before
         for table in tables:
             for cache in table.caches:
@@ -92,7 +93,8 @@ async def measure(etcd: EtcdServer, nodes: int, gateways: int, changes: int) -> 
         "p50_ms": statistics.median(delays) * 1000,
         "p99_ms": delays[int(len(delays) * 0.99) - 1] * 1000,
         "max_ms": delays[-1] * 1000,
-        # each change is 2 watch events (worker record + endpoint) per table
+        # each change is 2 watch events (worker record + endpoint) per table; the writer's
+        # own RPCs are included, so this is an upper bound
         "cpu_us_per_event_per_table": cpu / (len(delays) * 2 * gateways) * 1e6,
     }
 

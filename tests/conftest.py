@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshllm.cli.etcd import EtcdServer
-from meshllm.cli.make_model import ModelShape, cached_model
+from meshllm.cli.make_model import ModelShape, cached_model, find_vocab_file
 from meshllm.core.store import EtcdStore
 from meshllm.registry.catalog import fetch_builtin
 from meshllm.worker.binaries import find_binary
@@ -43,6 +43,12 @@ def mesh_id() -> str:
 async def store(etcd: EtcdServer) -> AsyncIterator[EtcdStore]:
     async with EtcdStore.connect([etcd.endpoint]) as connected:
         yield connected
+
+
+@pytest.fixture(scope="session")
+def vocab_file() -> Path:
+    """llama.cpp's llama-spm vocabulary, which `make llama` puts beside the binaries."""
+    return find_vocab_file("llama-spm")
 
 
 @pytest.fixture(scope="session")

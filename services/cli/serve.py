@@ -26,7 +26,7 @@ from meshllm.core import keys
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.config import BaseServiceSettings
 from meshllm.core.errors import MeshError, Unavailable
-from meshllm.core.invite import InviteToken, decode_token
+from meshllm.core.invite import InvalidToken, InviteToken, decode_token
 from meshllm.core.process import ChildProcess
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
@@ -259,13 +259,19 @@ async def find_mesh(opts: ServeOptions, host: str, console: Console) -> InviteTo
             raise ServeError("no published mesh found on this network; join one with --join")
         console.say("none found: starting a new one")
         return None
-    best = meshes[0]
-    console.say(
-        f"joining mesh '{best.name or best.mesh_id}' ({best.nodes} nodes, {best.models} models)",
-        event="joining",
-        mesh=best.mesh_id,
-    )
-    return decode_token(best.token)
+    for mesh in meshes:  # largest first; an announcement with a bad token is passed over
+        try:
+            token = decode_token(mesh.token)
+        except InvalidToken:
+            continue
+        console.say(
+            f"joining mesh '{mesh.name or mesh.mesh_id}' ({mesh.nodes} nodes, "
+            f"{mesh.models} models)",
+            event="joining",
+            mesh=mesh.mesh_id,
+        )
+        return token
+    raise ServeError("the meshes announced nearby carry no valid invite token; use --join")
 
 
 async def publish(token: InviteToken, host: str, opts: ServeOptions, console: Console) -> None:

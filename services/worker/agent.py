@@ -134,8 +134,8 @@ class WorkerAgent(LoopComponent):
 
     async def drain(self) -> None:
         self.record.draining = True
-        for model_key in [k for k in list(self._owned_endpoint_keys())]:
-            await self._lease.withdraw(model_key)
+        for key in self._owned_endpoint_keys():
+            await self._lease.withdraw(key)
         await self.publish_record()
 
     def _owned_endpoint_keys(self) -> list[str]:

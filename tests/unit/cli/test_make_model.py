@@ -9,18 +9,7 @@ import pytest
 from meshllm.cli import make_model
 from meshllm.cli.make_model import ModelShape, cached_model, find_vocab_file, write_model
 
-VENDOR_MODELS = Path("/tmp/dl/llama_cpp_python-0.3.36/vendor/llama.cpp/models")
 SHAPE = ModelShape(layers=2, embedding=64, feed_forward=96, heads=4, kv_heads=2, context=512)
-
-
-@pytest.fixture(scope="module")
-def vocab_file() -> Path:
-    for dirs in (None, [VENDOR_MODELS]):
-        try:
-            return find_vocab_file(SHAPE.vocab, dirs)
-        except FileNotFoundError:
-            continue
-    pytest.skip(f"ggml-vocab-{SHAPE.vocab}.gguf not found; run `make llama` or set MESH_VOCAB_DIR")
 
 
 @pytest.fixture(scope="module")

