@@ -9,7 +9,7 @@ GGUF ?=
 PORT ?= 9337
 PYTEST_ARGS ?=
 
-.PHONY: help install deps llama proto proto-check lint test test-unit test-integration e2e run bench clean
+.PHONY: help install deps llama proto lint test test-unit test-integration e2e run bench helm-check compose-check clean
 
 help:
 	@echo "make run          install, build llama.cpp, serve a small chat model on :$(PORT)"
@@ -18,6 +18,8 @@ help:
 	@echo "make llama        build the pinned llama.cpp (BACKEND=cpu|cuda|rocm|vulkan)"
 	@echo "make proto        regenerate the gRPC stubs from proto/"
 	@echo "make bench        gateway overhead benchmark"
+	@echo "make helm-check   lint and validate the Helm chart (offline)"
+	@echo "make compose-check  validate the compose files (offline)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +58,14 @@ e2e: deps install llama
 
 run: deps install llama
 	@$(VENV)/bin/mesh-llm serve $(if $(GGUF),--gguf $(GGUF),--model $(MODEL)) --port $(PORT)
+
+helm-check: install
+	@echo "checking the Helm chart: helm lint --strict, helm template + kubernetes-validate …"
+	@$(PY) -m pytest tests/deploy -k "helm or manifests or worker or container or grace or schedulers" $(PYTEST_ARGS)
+
+compose-check: install
+	@echo "checking the compose files with docker compose config …"
+	@$(PY) -m pytest tests/deploy -k compose $(PYTEST_ARGS)
 
 bench: deps install llama
 	@$(PY) bench/gateway_overhead.py --markdown

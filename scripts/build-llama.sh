@@ -13,11 +13,16 @@ TARGETS=(llama-server ggml-rpc-server llama-gguf-split llama-imatrix llama-quant
 
 say() { printf '\033[1m[llama.cpp]\033[0m %s\n' "$*"; }
 
-# x86 CPU features to compile for: those this CPU has. Never AMX: its kernels die with SIGILL
-# on quantized matmuls on CPUs that advertise it (docs/ARCHITECTURE.md, "llama.cpp build").
+# x86 CPU features to compile for: those this CPU has, or with LLAMA_CPU_PROFILE=portable (images
+# for other machines) the x86-64-v3 set (AVX2, FMA, F16C, BMI2). Never AMX: its kernels die with
+# SIGILL on quantized matmuls on CPUs that advertise it (docs/ARCHITECTURE.md, "llama.cpp build").
 cpu_flags() {
   local have flags=()
-  have=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  if [[ ${LLAMA_CPU_PROFILE:-native} == portable ]]; then
+    have="flags : avx avx2 fma f16c bmi2"
+  else
+    have=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  fi
   for f in avx avx2 fma f16c bmi2; do
     if grep -qw "$f" <<<"$have"; then flags+=("-DGGML_${f^^}=ON"); else flags+=("-DGGML_${f^^}=OFF"); fi
   done

