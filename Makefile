@@ -9,7 +9,7 @@ GGUF ?=
 PORT ?= 9337
 PYTEST_ARGS ?=
 
-.PHONY: help install deps llama proto lint test test-unit test-integration e2e run bench helm-check compose-check clean
+.PHONY: help install deps llama proto lint test test-unit test-integration e2e run bench helm-check compose-check image compose-up compose-down clean
 
 help:
 	@echo "make run          install, build llama.cpp, serve a small chat model on :$(PORT)"
@@ -18,6 +18,8 @@ help:
 	@echo "make llama        build the pinned llama.cpp (BACKEND=cpu|cuda|rocm|vulkan)"
 	@echo "make proto        regenerate the gRPC stubs from proto/"
 	@echo "make bench        gateway overhead benchmark"
+	@echo "make image        build the container image (BACKEND=cpu; podman where no Docker)"
+	@echo "make compose-up   run the stack with compose (MESH_SECRET, MESH_MODEL); compose-down stops it"
 	@echo "make helm-check   lint and validate the Helm chart (offline)"
 	@echo "make compose-check  validate the compose files (offline)"
 
@@ -58,6 +60,18 @@ e2e: deps install llama
 
 run: deps install llama
 	@$(VENV)/bin/mesh-llm serve $(if $(GGUF),--gguf $(GGUF),--model $(MODEL)) --port $(PORT)
+
+image:
+	@BACKEND=$(BACKEND) scripts/build-image.sh $(BACKEND)
+
+COMPOSE = $$(scripts/deploy-tools.sh)/podman-compose -f deploy/docker-compose.yml
+compose-up: image
+	@test -n "$$MESH_SECRET" || { echo "set MESH_SECRET (e.g. export MESH_SECRET=$$(openssl rand -hex 24))"; exit 1; }
+	@echo "starting the stack (API on :$${MESH_PORT:-9337}) …"
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker compose -f deploy/docker-compose.yml up -d; else $(COMPOSE) up -d; fi
+
+compose-down:
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker compose -f deploy/docker-compose.yml down; else $(COMPOSE) down; fi
 
 helm-check: install
 	@echo "checking the Helm chart: helm lint --strict, helm template + kubernetes-validate …"

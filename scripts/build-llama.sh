@@ -49,15 +49,21 @@ if [[ -f $PREFIX/STAMP && "$(cat "$PREFIX/STAMP")" == "$STAMP" ]] && \
   exit 0
 fi
 
-for tool in cmake g++ python3; do
+tools=(cmake g++)
+[[ -n ${LLAMA_SDIST:-} ]] || tools+=(python3)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing '$tool': install it (Debian: apt-get install cmake g++ python3)" >&2; exit 1; }
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mesh-llama.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-say "fetching llama-cpp-python==$VERSION source (for its vendored llama.cpp)"
-python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$WORK"
-tar -xzf "$WORK/llama_cpp_python-$VERSION.tar.gz" -C "$WORK"
+SDIST=${LLAMA_SDIST:-}   # an already downloaded llama_cpp_python-$VERSION.tar.gz (image builds)
+if [[ -z $SDIST ]]; then
+  say "fetching llama-cpp-python==$VERSION source (for its vendored llama.cpp)"
+  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$WORK"
+  SDIST=$WORK/llama_cpp_python-$VERSION.tar.gz
+fi
+tar -xzf "$SDIST" -C "$WORK"
 SRC=$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp
 
 GEN=()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Containers without a Docker engine: Debian's podman, configured to run as root here
+# (runc, cgroupfs, raised ulimits), and a local debian:bookworm-slim base image made with
+# debootstrap from the mirror apt already uses (no registry is pulled from). Idempotent.
+set -euo pipefail
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  echo docker; exit 0   # a real Docker engine: nothing to set up
+fi
+need=()
+for tool in podman runc slirp4netns fuse-overlayfs debootstrap newuidmap; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
+if [[ ${#need[@]} -gt 0 ]]; then
+  echo "installing podman and its helpers …" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    podman runc uidmap slirp4netns fuse-overlayfs debootstrap >/dev/null
+fi
+conf=/etc/containers/containers.conf
+if ! grep -q 'mesh-llm' "$conf" 2>/dev/null; then
+  mkdir -p /etc/containers
+  cat >>"$conf" <<'CONF'
+# mesh-llm: root podman on a host with a hybrid cgroup layout
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+CONF
+fi
+if ! podman image exists docker.io/library/debian:bookworm-slim; then
+  mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  root=$(mktemp -d)
+  trap 'rm -rf "$root"' EXIT
+  echo "making the debian:bookworm-slim base image with debootstrap ($mirror) …" >&2
+  debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/*
+  tar -C "$root" -c . | podman import - docker.io/library/debian:bookworm-slim >/dev/null
+fi
+echo podman
