@@ -12,7 +12,7 @@ case "$command" in
   serve|client|discover|inspect) exec mesh-llm "$command" "$@" ;;
   etcd) exec etcd "$@" ;;
   healthcheck)
-    if [ -n "${ETCD_LISTEN_CLIENT_URLS:-}" ]; then
+    if [ "${MESH_HEALTHCHECK:-}" = etcd ]; then
       exec etcdctl --endpoints="http://127.0.0.1:${ETCD_CLIENT_PORT:-2379}" endpoint health
     fi
     exec python3 -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:${MESH_HTTP_PORT:-9337}/readyz', timeout=2).status == 200 else 1)" ;;

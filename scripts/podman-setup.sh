@@ -7,27 +7,27 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   echo docker; exit 0   # a real Docker engine: nothing to set up
 fi
 need=()
-for tool in podman runc slirp4netns fuse-overlayfs debootstrap newuidmap; do
+for tool in podman runc slirp4netns fuse-overlayfs debootstrap newuidmap catatonit /usr/lib/podman/netavark /usr/lib/podman/aardvark-dns; do
   command -v "$tool" >/dev/null || need+=("$tool")
 done
 if [[ ${#need[@]} -gt 0 ]]; then
   echo "installing podman and its helpers …" >&2
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman runc uidmap slirp4netns fuse-overlayfs debootstrap >/dev/null
+    podman runc uidmap slirp4netns fuse-overlayfs debootstrap catatonit netavark aardvark-dns >/dev/null
 fi
-conf=/etc/containers/containers.conf
-if ! grep -q 'mesh-llm' "$conf" 2>/dev/null; then
-  mkdir -p /etc/containers
-  cat >>"$conf" <<'CONF'
-# mesh-llm: root podman on a host with a hybrid cgroup layout
+mkdir -p /etc/containers/containers.conf.d
+cat >/etc/containers/containers.conf.d/mesh-llm.conf <<'CONF'
+# mesh-llm: root podman on a host with a hybrid cgroup layout; netavark + aardvark-dns give
+# compose its service-name DNS
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[network]
+network_backend = "netavark"
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 CONF
-fi
 if ! podman image exists docker.io/library/debian:bookworm-slim; then
   mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
   mirror=${mirror:-http://deb.debian.org/debian}

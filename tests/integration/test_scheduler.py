@@ -116,6 +116,7 @@ async def test_one_leader_acts_and_the_other_takes_over(
     await asyncio.sleep(1.0)  # both schedulers have seen it: still one assignment, not two
     assert await assignment_models(store, mesh_id) == ["a"]
 
+    await wait_until(exactly_one)
     flags = await leaders(schedulers)
     leader, standby = (schedulers[0], schedulers[1]) if flags[0] else (schedulers[1], schedulers[0])
     leader.process.signal(signal.SIGKILL)
