@@ -65,7 +65,7 @@ async def gateway(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIt
         transport=httpx.ASGITransport(app=app), base_url="http://gw"
     ) as client:
         gw = Gateway(app, client, table, router, store, mesh_id)
-        await eventually(lambda: table.ready)
+        await eventually(lambda: table.ready and table.is_known("loading-model"))
         await gw.add_endpoint("real", llama.url)
         yield gw
     for cache in table.caches:
