@@ -9,19 +9,20 @@ GGUF ?=
 PORT ?= 9337
 PYTEST_ARGS ?=
 
-.PHONY: help install deps llama proto lint test test-unit test-integration e2e run bench helm-check compose-check image compose-up compose-down clean
+.PHONY: help install deps llama proto lint test test-unit test-integration e2e run bench helm-check compose-check test-containers image compose-up compose-down clean
 
 help:
 	@echo "make run          install, build llama.cpp, serve a small chat model on :$(PORT)"
 	@echo "                  (MODEL=name or GGUF=path to choose another)"
-	@echo "make test         lint, then every test (unit, integration, end to end)"
+	@echo "make test         lint, then every test (unit, integration, end to end, containers)"
 	@echo "make llama        build the pinned llama.cpp (BACKEND=cpu|cuda|rocm|vulkan)"
 	@echo "make proto        regenerate the gRPC stubs from proto/"
 	@echo "make bench        gateway overhead benchmark"
 	@echo "make image        build the container image (BACKEND=cpu; podman where no Docker)"
-	@echo "make compose-up   run the stack with compose (MESH_SECRET, MESH_MODEL); compose-down stops it"
+	@echo "make compose-up   run the stack with compose, one container per service; compose-down stops it"
 	@echo "make helm-check   lint and validate the Helm chart (offline)"
 	@echo "make compose-check  validate the compose files (offline)"
+	@echo "make test-containers  build the image, run the compose stacks (one box, two boxes)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,22 +65,30 @@ run: deps install llama
 image:
 	@BACKEND=$(BACKEND) scripts/build-image.sh $(BACKEND)
 
-COMPOSE = $$(scripts/deploy-tools.sh)/podman-compose -f deploy/docker-compose.yml
-compose-up: image
-	@test -n "$$MESH_SECRET" || { echo "set MESH_SECRET (e.g. export MESH_SECRET=$$(openssl rand -hex 24))"; exit 1; }
-	@echo "starting the stack (API on :$${MESH_PORT:-9337}) …"
-	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker compose -f deploy/docker-compose.yml up -d; else $(COMPOSE) up -d; fi
+# Without MESH_MODEL: the built-in SmolLM2, fetched here and mounted. Without MESH_SECRET: a
+# new random one (`mesh-llm invite` inside the gateway container reads it back).
+compose-up: image install
+	@export MESH_SECRET=$${MESH_SECRET:-$$($(PY) -c 'import secrets; print(secrets.token_hex(24))')}; \
+	if [ -z "$${MESH_MODEL:-}" ]; then \
+	  model=$$($(PY) -m meshllm.registry fetch smollm2 | tail -1) || exit 1; \
+	  export MESH_MODELS_DIR=$$(dirname "$$model") MESH_MODEL=/models/$$(basename "$$model"); \
+	fi; \
+	scripts/compose.sh up
 
 compose-down:
-	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker compose -f deploy/docker-compose.yml down; else $(COMPOSE) down; fi
+	@MESH_SECRET=$${MESH_SECRET:-unused} scripts/compose.sh down
 
 helm-check: install
 	@echo "checking the Helm chart: helm lint --strict, helm template + kubernetes-validate …"
-	@$(PY) -m pytest tests/deploy -k "helm or manifests or worker or container or grace or schedulers" $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/deploy/test_deploy_files.py -k "not compose" $(PYTEST_ARGS)
 
 compose-check: install
 	@echo "checking the compose files with docker compose config …"
-	@$(PY) -m pytest tests/deploy -k compose $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/deploy/test_deploy_files.py -k compose $(PYTEST_ARGS)
+
+test-containers: deps install llama
+	@echo "building the image and running the compose stacks for real …"
+	@$(PY) -m pytest tests/deploy/test_compose_up.py $(PYTEST_ARGS)
 
 bench: deps install llama
 	@$(PY) bench/gateway_overhead.py --markdown

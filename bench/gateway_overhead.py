@@ -84,6 +84,7 @@ class Config:
     pin: bool
     gateway_url: str
     direct_url: str
+    direct_secret: str
     as_json: bool
     markdown: bool
     command: str
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gateway-url", default="", help="an already running gateway")
     parser.add_argument("--direct-url", default="", help="its llama-server, e.g. :41000")
     parser.add_argument(
+        "--direct-secret",
+        default="",
+        help="send this bearer token on the direct side: for a --direct-url that is a worker "
+        "relay (http://host:relay-port/relay/INSTANCE), as in a compose stack",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="pin llama-server to CPU 0 and the gateway, the other services and the load "
@@ -173,6 +180,7 @@ def parse_args(argv: list[str]) -> Config:
         pin=args.pin,
         gateway_url=base_url(args.gateway_url),
         direct_url=base_url(args.direct_url),
+        direct_secret=args.direct_secret,
         as_json=args.json,
         markdown=args.markdown,
         command=shlex.join(["python", "bench/gateway_overhead.py", *argv]),
@@ -385,10 +393,11 @@ class Round:
         return sum(1 for s in self.samples if s.error)
 
 
-def new_session() -> aiohttp.ClientSession:
+def new_session(secret: str = "") -> aiohttp.ClientSession:
     """llama-server closes the connection after a streamed response, so neither side reuses
     connections: both pay one TCP connect per request."""
     return aiohttp.ClientSession(
+        headers={"authorization": f"Bearer {secret}"} if secret else None,
         connector=aiohttp.TCPConnector(force_close=True, limit=0),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
     )
@@ -589,7 +598,7 @@ def check_usage(rnd: Round, max_tokens: int) -> None:
 
 async def measure(target: Target, config: Config) -> list[LevelResult]:
     results = []
-    async with new_session() as direct, new_session() as gateway:
+    async with new_session(config.direct_secret) as direct, new_session() as gateway:
         sessions = {"direct": direct, "gateway": gateway}
         for level in config.concurrency:
             results.append(await run_level(sessions, target, level, config))

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 BACKEND=${1:-${BACKEND:-cpu}}
 TAG=${MESH_IMAGE:-localhost/mesh-llm:$BACKEND}
 engine=$(scripts/podman-setup.sh)
-args=(build -f deploy/Dockerfile --build-arg "BACKEND=$BACKEND" -t "$TAG")
+# host network: build steps resolve the package mirror the way this host does
+args=(build --network host -f deploy/Dockerfile --build-arg "BACKEND=$BACKEND" -t "$TAG")
 [[ $engine == podman ]] && args+=(--format docker)   # keeps HEALTHCHECK
 # Inputs fetched here, with this machine's package index settings: the llama.cpp source and
 # wheels of the project and its dependencies (the image's Debian Python is 3.11 as well).
@@ -19,13 +20,21 @@ if ! ls "$inputs"/llama_cpp_python-*.tar.gz >/dev/null 2>&1; then
     -d "$inputs" >&2
 fi
 echo "collecting wheels for the image …" >&2
-rm -f "$inputs"/wheels/mesh_llm-*.whl
-python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$inputs/wheels" . >&2
+rm -rf "$inputs/project" && mkdir -p "$inputs/project"
+python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+  >"$inputs/requirements.txt"
+cmp -s "$inputs/requirements.txt" "$inputs/wheels/requirements.txt" \
+  || python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$inputs/wheels" \
+       -r "$inputs/requirements.txt" >&2
+mv "$inputs/requirements.txt" "$inputs/wheels/requirements.txt"
+python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$inputs/project" . >&2
 case "$BACKEND" in
   cuda)   args+=(--build-arg BUILD_BASE=nvidia/cuda:12.6.3-devel-ubuntu24.04
-                 --build-arg RUNTIME_BASE=nvidia/cuda:12.6.3-runtime-ubuntu24.04) ;;
+                 --build-arg RUNTIME_BASE=nvidia/cuda:12.6.3-runtime-ubuntu24.04
+                 --build-arg PIP_SOURCES=) ;;
   rocm)   args+=(--build-arg BUILD_BASE=rocm/dev-ubuntu-24.04:6.3-complete
-                 --build-arg RUNTIME_BASE=rocm/dev-ubuntu-24.04:6.3) ;;
+                 --build-arg RUNTIME_BASE=rocm/dev-ubuntu-24.04:6.3
+                 --build-arg PIP_SOURCES=) ;;
   vulkan) ;;  # Debian's libvulkan on the default bases
   cpu) ;;
   *) echo "unknown backend '$BACKEND': use cpu, cuda, rocm or vulkan" >&2; exit 2 ;;

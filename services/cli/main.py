@@ -17,6 +17,7 @@ OpenAI-compatible API at http://localhost:9337/v1.
   mesh-llm serve --join TOKEN --model X   add this machine to a mesh, serving X
   mesh-llm client --join TOKEN            use a mesh's API from this machine
   mesh-llm discover                       list meshes published on the local network
+  mesh-llm invite --etcd HOST:PORT        a token for a mesh run from containers (MESH_*)
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
   mesh-llm dev make-model                 write a small random-weight test model
 """
@@ -108,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     discover.add_argument("--timeout", type=float, default=3.0, help="seconds to listen")
     discover.add_argument("--json", action="store_true", help="print JSON lines")
+
+    invite = commands.add_parser(
+        "invite",
+        help="print an invite token for a mesh configured by MESH_* variables",
+        description="Print the invite token of the mesh that this environment's MESH_MESH_ID "
+        "and MESH_SECRET (or MESH_CONFIG) describe, as in a compose or Helm deployment "
+        "(`mesh-llm serve` prints its own). Other boxes join with MESH_JOIN=<token>.",
+    )
+    invite.add_argument(
+        "--etcd",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT]",
+        help="where other boxes reach this mesh's etcd (e.g. this box's LAN address and the "
+        "published etcd port); the services' own MESH_ETCD_ENDPOINTS may be a name only "
+        "this box resolves",
+    )
+    invite.add_argument("--json", action="store_true", help="print JSON")
 
     inspect = commands.add_parser("inspect", help="show the facts of a GGUF file")
     inspect.add_argument("path", help="a .gguf file")
@@ -243,6 +261,33 @@ def run_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_invite(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from meshllm.core.config import BaseServiceSettings, describe_settings_error
+    from meshllm.core.errors import MeshError
+    from meshllm.core.invite import InviteToken
+
+    try:
+        settings = BaseServiceSettings()
+    except ValidationError as exc:
+        return fail(describe_settings_error(exc))
+    except MeshError as exc:
+        return fail(exc.message)
+    secret = settings.secret.get_secret_value()
+    if not secret:
+        return fail("MESH_SECRET is empty: set it to the secret the mesh's services run with")
+    etcd = [e.strip() for e in args.etcd.split(",") if e.strip()]
+    if not etcd or not all(":" in e for e in etcd):
+        return fail(f"--etcd: expected HOST:PORT[,HOST:PORT], got '{args.etcd}'")
+    token = InviteToken(mesh_id=settings.mesh_id, etcd=etcd, secret=secret).encode()
+    if args.json:
+        print(json.dumps({"token": token, "mesh_id": settings.mesh_id, "etcd": etcd}))
+    else:
+        print(token)
+    return 0
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from meshllm.registry.gguf_facts import GgufError, read_facts
 
@@ -295,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args)
     if args.command == "discover":
         return run_discover(args)
+    if args.command == "invite":
+        return run_invite(args)
     if args.command == "inspect":
         return run_inspect(args)
     if args.command == "dev" and args.dev_command == "make-model":

@@ -15,13 +15,15 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from .invite import decode_token
 
 ENV_PREFIX = "MESH_"
 NESTED_DELIMITER = "__"
@@ -35,6 +37,11 @@ class BaseServiceSettings(BaseSettings):
         extra="forbid",
     )
 
+    join: SecretStr = Field(
+        SecretStr(""),
+        description="invite token: the mesh id, etcd endpoints and secret in one value; "
+        "settings given explicitly (and not empty) win over the token's",
+    )
     mesh_id: str = Field("default", description="name of the mesh; every key lives under it")
     node: str = Field(default_factory=socket.gethostname, description="this machine's node id")
     etcd_endpoints: str = Field("127.0.0.1:2379", description="comma-separated host:port list")
@@ -47,6 +54,23 @@ class BaseServiceSettings(BaseSettings):
     http_port: int = 0
     lease_ttl_s: int = Field(3, ge=1, le=60)
     shutdown_grace_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_invite_token(cls, values: Any) -> Any:
+        token_text = values.get("join") if isinstance(values, dict) else None
+        if isinstance(token_text, SecretStr):
+            token_text = token_text.get_secret_value()
+        if not token_text:
+            return values
+        token = decode_token(token_text)
+        from_token = {
+            "mesh_id": token.mesh_id,
+            "etcd_endpoints": ",".join(token.etcd),
+            "secret": token.secret,
+        }
+        # a setting left empty (as a compose file's ${VAR:-} leaves it) counts as not given
+        return {**values, **{k: v for k, v in from_token.items() if not values.get(k)}}
 
     @classmethod
     def settings_customise_sources(
@@ -97,3 +121,13 @@ class Section(BaseModel):
     """Base of nested settings groups (read from MESH_<GROUP>__<FIELD>)."""
 
     model_config = {"frozen": True, "extra": "forbid"}
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable."""
+    problems = []
+    for item in error.errors():
+        name = ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in item["loc"])
+        given = f" (got {item['input']!r})" if isinstance(item.get("input"), str | int) else ""
+        problems.append(f"{name}: {item['msg']}{given}")
+    return "bad setting: " + "; ".join(problems)

@@ -1,7 +1,12 @@
 """A child process we own: started in its own session (so its whole group can be signalled),
 output copied to a log file with the last lines kept for error messages, stopped with SIGTERM
 then SIGKILL after a grace period. Used by the worker for llama-server and by the CLI for the
-services it starts."""
+services it starts.
+
+Signals go to the group only while its leader provably has not been reaped (checked through a
+pidfd): once reaped, its pid may be handed to an unrelated new process, which would then get
+our signal — kernels that recycle pids quickly make that a real hazard.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,8 @@ class ChildProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._pidfd: int | None = None
+        self._reaped_early = False
 
     @property
     def pid(self) -> int | None:
@@ -82,6 +89,13 @@ class ChildProcess:
             restore_signals=not self.ignore_sigpipe,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
+        self._reaped_early = False
+        try:
+            self._pidfd = os.pidfd_open(self._proc.pid)
+        except ProcessLookupError:  # already exited and reaped by the child watcher
+            self._reaped_early = True
+        except (AttributeError, OSError):  # no pidfds here: fall back to the return code
+            self._pidfd = None
         self._pump = asyncio.create_task(self._copy_output(), name=f"{self.name}-output")
         logger.debug("started %s (pid %d): %s", self.name, self._proc.pid, " ".join(self.argv))
 
@@ -106,12 +120,29 @@ class ChildProcess:
         assert self._proc is not None
         code = await self._proc.wait()
         if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, timeout=2)
+            # a child that outlived the leader may hold the output pipe open: stop copying
+            done, _ = await asyncio.wait({self._pump}, timeout=2)
+            if not done:
+                self._pump.cancel()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         return code
 
+    def _leader_unreaped(self) -> bool:
+        """True while the leader's pid (our group id) cannot belong to anyone else."""
+        if self._proc is None or self._proc.returncode is not None:
+            return False
+        if self._pidfd is None:
+            return not self._reaped_early
+        try:
+            signal.pidfd_send_signal(self._pidfd, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def signal(self, sig: int) -> None:
-        if self.running and self._proc is not None:
+        if self._proc is not None and self._leader_unreaped():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, sig)
 
@@ -126,7 +157,24 @@ class ChildProcess:
             except TimeoutError:
                 logger.warning("%s ignored SIGTERM for %.1fs; killing it", self.name, grace_s)
                 self.signal(signal.SIGKILL)
-        # The group may hold children that outlived the leader: make sure they are gone too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        return await self.wait()
+        code = await self.wait()
+        # children that outlived the leader still carry its group id: make sure they are gone
+        for pid in group_members(self._proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return code
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes left in the group of a leader that has been reaped. If a process holds
+    the pid `pgid` again, it is a newcomer given the recycled pid, and the group is its own."""
+    groups: dict[int, int] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    stat = Path(f"/proc/{entry.name}/stat").read_text()
+                    groups[int(entry.name)] = int(stat.rpartition(")")[2].split()[2])
+    if pgid in groups:
+        return []
+    return [pid for pid, group in groups.items() if group == pgid]

@@ -4,18 +4,23 @@ health) and HTTP (probes and metrics, or the service's own app), announce itself
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from pydantic import ValidationError
 
 from . import keys
-from .config import BaseServiceSettings
+from .config import BaseServiceSettings, describe_settings_error
+from .errors import MeshError
 from .grpc import make_server, set_serving
 from .lifecycle import Component, EmbeddedUvicorn, GrpcServer, run_service
+from .logging import configure_logging
 from .probes import create_probe_app
 from .proto.mesh.v1 import common_pb2 as pb
 from .store import EtcdStore, LeaseKeeper
@@ -89,3 +94,30 @@ async def run_grpc_service(
             settings.http_port,
         )
         await run_service(kind, [*components, *parts.components], grace_s=settings.shutdown_grace_s)
+
+
+def service_main(
+    kind: str,
+    settings_type: type[BaseServiceSettings],
+    build: Callable[[ServiceContext], Awaitable[ServiceParts]],
+) -> None:
+    """A service process's entry point: settings from the environment, then the service.
+    Bad settings and an unreachable etcd end the process with one line and exit status 2 or 1
+    (a container's restart policy then retries), never a traceback."""
+    try:
+        settings = settings_type()
+    except ValidationError as exc:
+        _exit_with(2, f"{kind}: {describe_settings_error(exc)}")
+    except MeshError as exc:
+        _exit_with(2, f"{kind}: {exc.message}")
+    configure_logging(kind, settings.log_level, settings.log_format)
+    try:
+        asyncio.run(run_grpc_service(kind, settings, build))
+    except MeshError as exc:
+        logger.error("%s cannot run: %s", kind, exc.message)
+        sys.exit(1)
+
+
+def _exit_with(status: int, line: str) -> None:
+    print(line, file=sys.stderr)
+    sys.exit(status)

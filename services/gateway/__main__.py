@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn
-from meshllm.core.logging import configure_logging
-from meshllm.core.service import ServiceContext, ServiceParts, run_grpc_service
+from meshllm.core.service import ServiceContext, ServiceParts, service_main
 from meshllm.core.streaming import upstream_session
 
 from .app import GatewayApp, create_api
@@ -38,9 +35,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
 
 def cli() -> None:
-    settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level, settings.log_format)
-    asyncio.run(run_grpc_service("gateway", settings, build))
+    service_main("gateway", GatewaySettings, build)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
-from meshllm.core.logging import configure_logging
+from pydantic import ValidationError
+
+from meshllm.core.config import describe_settings_error
+from meshllm.core.errors import MeshError
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
-from meshllm.core.service import ServiceContext, ServiceParts, run_grpc_service
+from meshllm.core.service import ServiceContext, ServiceParts, service_main
 
 from .servicer import RegistryServicer
 from .settings import RegistrySettings
@@ -24,15 +26,23 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
 
 
-def cli() -> None:
-    settings = RegistrySettings()
-    if sys.argv[1:2] == ["fetch"] and len(sys.argv) == 3:
-        from .catalog import fetch_builtin
+def fetch(name: str) -> None:
+    from .catalog import fetch_builtin
 
-        print(fetch_builtin(sys.argv[2], Path(settings.cache_dir).expanduser(), show_progress=True))
-        return
-    configure_logging("registry", settings.log_level, settings.log_format)
-    asyncio.run(run_grpc_service("registry", settings, build))
+    try:
+        cache = Path(RegistrySettings().cache_dir).expanduser()
+        print(fetch_builtin(name, cache, show_progress=True))
+    except ValidationError as exc:
+        sys.exit(f"registry fetch: {describe_settings_error(exc)}")
+    except MeshError as exc:
+        sys.exit(f"registry fetch: {exc.message}")
+
+
+def cli() -> None:
+    if sys.argv[1:2] == ["fetch"] and len(sys.argv) == 3:
+        fetch(sys.argv[2])
+    else:
+        service_main("registry", RegistrySettings, build)
 
 
 if __name__ == "__main__":

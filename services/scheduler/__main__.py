@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from meshllm.core.logging import configure_logging
 from meshllm.core.proto.mesh.v1 import scheduler_pb2_grpc
-from meshllm.core.service import ServiceContext, ServiceParts, run_grpc_service
+from meshllm.core.service import ServiceContext, ServiceParts, service_main
 
 from .leader import LeaderElection
 from .planner import MeshView, Planner
@@ -40,9 +37,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
 
 def cli() -> None:
-    settings = SchedulerSettings()
-    configure_logging("scheduler", settings.log_level, settings.log_format)
-    asyncio.run(run_grpc_service("scheduler", settings, build))
+    service_main("scheduler", SchedulerSettings, build)
 
 
 if __name__ == "__main__":

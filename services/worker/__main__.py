@@ -7,11 +7,10 @@ import logging
 import os
 
 from meshllm.core.lifecycle import Closer, LoopComponent
-from meshllm.core.logging import configure_logging
 from meshllm.core.probes import create_probe_app
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
-from meshllm.core.service import ServiceContext, ServiceParts, run_grpc_service
+from meshllm.core.service import ServiceContext, ServiceParts, service_main
 from meshllm.core.streaming import upstream_session
 
 from .agent import WorkerAgent
@@ -92,9 +91,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
 
 def cli() -> None:
-    settings = WorkerSettings()
-    configure_logging("worker", settings.log_level, settings.log_format)
-    asyncio.run(run_grpc_service("worker", settings, build))
+    service_main("worker", WorkerSettings, build)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ VALUE_SETS = {
     "defaults": [],
     **{p.stem: ["-f", str(p)] for p in (CHART / "examples").glob("*.yaml")},
 }
+FIRST_BOX = {"MESH_SECRET": "test-secret"}
+JOINING_BOX = {"MESH_JOIN": "mesh1.x.y", "MESH_NODE": "box2", "MESH_WORKER_HOST": "192.0.2.2"}
 COMPOSE_SETS = [
-    ["docker-compose.yml"],
-    ["docker-compose.yml", "docker-compose.gpu.yml"],
-    ["docker-compose.yml", "docker-compose.join.yml"],
+    (["docker-compose.yml"], FIRST_BOX),
+    (["docker-compose.yml", "docker-compose.gpu.yml"], FIRST_BOX),
+    (["docker-compose.join.yml"], JOINING_BOX),
 ]
 
 
@@ -39,17 +41,42 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("files", COMPOSE_SETS, ids=lambda f: "+".join(f))
-def test_compose_config_accepts_the_files(tools: Path, files: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("files", "required"), COMPOSE_SETS, ids=["+".join(f) for f, _ in COMPOSE_SETS]
+)
+def test_compose_config_accepts_the_files(
+    tools: Path, files: list[str], required: dict[str, str]
+) -> None:
     argv = [str(tools / "docker-compose")]
     for name in files:
         argv += ["-f", str(REPO / "deploy" / name)]
-    done = run([*argv, "config", "-q"], env={**os.environ, "MESH_SECRET": "test-secret"})
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    done = run([*argv, "config", "-q"], env={**clean, **required})
     assert done.returncode == 0, done.stderr
-    refused = run(
-        [*argv, "config", "-q"], env={k: v for k, v in os.environ.items() if k != "MESH_SECRET"}
+    for missing in required:
+        others = {k: v for k, v in required.items() if k != missing}
+        refused = run([*argv, "config", "-q"], env={**clean, **others})
+        assert refused.returncode != 0 and missing in refused.stderr
+
+
+def test_compose_join_file_runs_only_this_box_services(tools: Path) -> None:
+    done = run(
+        [
+            str(tools / "docker-compose"),
+            "-f",
+            str(REPO / "deploy" / "docker-compose.join.yml"),
+            "config",
+            "--format",
+            "json",
+        ],
+        env={**os.environ, **JOINING_BOX},
     )
-    assert refused.returncode != 0 and "MESH_SECRET" in refused.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert set(services) == {"registry", "worker", "gateway"}
+    for service in services.values():
+        assert service["environment"]["MESH_JOIN"] == JOINING_BOX["MESH_JOIN"]
+        assert "MESH_ETCD_ENDPOINTS" not in service["environment"]
+    assert services["worker"]["environment"]["MESH_ADVERTISE_HOST"] == "192.0.2.2"
 
 
 def test_compose_runs_the_same_services_as_serve(tools: Path) -> None:

@@ -171,3 +171,60 @@ def test_token_errors_end_before_anything_starts(tmp_path: Path) -> None:
     assert_one_line_error(
         run("serve", "--join", good, "--mesh-name", "x", timeout=20), "not with --join"
     )
+
+
+def start_service(service: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    return subprocess.run(
+        [sys.executable, "-m", f"meshllm.{service}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, **variables},
+    )
+
+
+def assert_service_refused(
+    done: subprocess.CompletedProcess[str], status: int, fragment: str
+) -> None:
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("service", ["gateway", "scheduler", "registry", "worker"])
+def test_service_processes_end_bad_settings_in_one_line(service: str) -> None:
+    """What a container runtime shows for a misconfigured service: one line, no traceback,
+    a non-zero status (so its restart policy and logs say what is wrong)."""
+    done = start_service(service, MESH_LEASE_TTL_S="soon")
+    assert_service_refused(done, 2, "MESH_LEASE_TTL_S")
+    done = start_service(service, MESH_JOIN="mesh1.abc")
+    assert_service_refused(done, 2, "invite token is truncated or damaged")
+
+
+def test_a_service_without_etcd_says_so_and_exits() -> None:
+    done = start_service("gateway", MESH_ETCD_ENDPOINTS=f"127.0.0.1:{free_port()}")
+    assert_service_refused(done, 1, "is not reachable")
+
+
+def test_invite_makes_a_token_from_the_services_settings() -> None:
+    from meshllm.core.invite import decode_token
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    done = run(
+        "invite",
+        "--etcd",
+        "192.0.2.7:2379",
+        "--json",
+        env={**env, "MESH_MESH_ID": "compose", "MESH_SECRET": "s3"},
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    token = decode_token(printed["token"])
+    assert (token.mesh_id, token.etcd, token.secret) == ("compose", ["192.0.2.7:2379"], "s3")
+    assert_one_line_error(run("invite", "--etcd", "192.0.2.7:2379", env=env), "MESH_SECRET")
+    assert_one_line_error(
+        run("invite", "--etcd", "nowhere", env={**env, "MESH_SECRET": "s"}), "HOST:PORT"
+    )

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from meshllm.core.config import describe_settings_error
+from meshllm.core.invite import InvalidToken, InviteToken
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.worker.settings import SupervisorSettings, WorkerSettings
 
@@ -50,3 +52,37 @@ def test_bad_values_are_refused() -> None:
         GatewaySettings(lease_ttl_s=0)
     with pytest.raises(ValidationError):
         GatewaySettings(no_such_option=1)  # type: ignore[call-arg]
+
+
+def test_invite_token_in_the_environment_names_the_mesh(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = InviteToken(mesh_id="m-42", etcd=["10.1.0.1:2379", "10.1.0.2:2379"], secret="tok")
+    monkeypatch.setenv("MESH_JOIN", token.encode())
+    settings = WorkerSettings()
+    assert settings.mesh_id == "m-42"
+    assert settings.etcd_endpoint_list == ["10.1.0.1:2379", "10.1.0.2:2379"]
+    assert settings.secret.get_secret_value() == "tok"
+    monkeypatch.setenv("MESH_ETCD_ENDPOINTS", "")
+    assert WorkerSettings().etcd_endpoint_list == ["10.1.0.1:2379", "10.1.0.2:2379"]
+    monkeypatch.setenv("MESH_SECRET", "explicit")
+    assert WorkerSettings().secret.get_secret_value() == "explicit"
+    assert WorkerSettings().mesh_id == "m-42"
+
+
+def test_a_damaged_invite_token_is_refused_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = InviteToken(mesh_id="m", etcd=["10.1.0.1:2379"], secret="s").encode()
+    monkeypatch.setenv("MESH_JOIN", token[:-3])
+    with pytest.raises(InvalidToken, match="damaged"):
+        GatewaySettings()
+
+
+def test_bad_settings_are_named_by_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_LEASE_TTL_S", "soon")
+    monkeypatch.setenv("MESH_PROXY__MAX_ATTEMPTS", "many")
+    with pytest.raises(ValidationError) as caught:
+        GatewaySettings()
+    line = describe_settings_error(caught.value)
+    assert "\n" not in line
+    assert "MESH_LEASE_TTL_S" in line and "'soon'" in line
+    assert "MESH_PROXY__MAX_ATTEMPTS" in line
