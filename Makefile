@@ -21,7 +21,7 @@ help:
 	@echo "make image        build the container image (BACKEND=cpu; podman where no Docker)"
 	@echo "make compose-up   run the stack with compose, one container per service; compose-down stops it"
 	@echo "make helm-check   lint and validate the Helm chart (offline)"
-	@echo "make compose-check  validate the compose files (offline)"
+	@echo "make compose-check  validate the compose files and the Dockerfile (offline)"
 	@echo "make test-containers  build the image, run the compose stacks (one box, two boxes)"
 
 $(VENV)/.installed: pyproject.toml
@@ -80,11 +80,11 @@ compose-down:
 
 helm-check: install
 	@echo "checking the Helm chart: helm lint --strict, helm template + kubernetes-validate …"
-	@$(PY) -m pytest tests/deploy/test_deploy_files.py -k "not compose" $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/deploy/test_deploy_files.py -k "helm or manifests or daemonset or probes or grace or schedulers" $(PYTEST_ARGS)
 
 compose-check: install
-	@echo "checking the compose files with docker compose config …"
-	@$(PY) -m pytest tests/deploy/test_deploy_files.py -k compose $(PYTEST_ARGS)
+	@echo "checking the compose files (docker compose config) and the Dockerfile (hadolint) …"
+	@$(PY) -m pytest tests/deploy/test_deploy_files.py -k "compose or dockerfile or image_build" $(PYTEST_ARGS)
 
 test-containers: deps install llama
 	@echo "building the image and running the compose stacks for real …"

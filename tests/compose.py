@@ -32,7 +32,7 @@ def container_engine_problem() -> str | None:
     if os.geteuid() != 0 and not _docker_works():
         return "no Docker engine, and podman needs root to be set up here"
     try:
-        engine = script_output("podman-setup.sh")
+        engine = container_engine()
     except (subprocess.CalledProcessError, OSError) as exc:
         return f"podman could not be set up: {exc}"
     probe = subprocess.run(
@@ -54,6 +54,11 @@ def _docker_works() -> bool:
         return False
 
 
+def container_engine() -> str:
+    """`docker` where a Docker engine runs, else `podman` (installed and set up if needed)."""
+    return script_output("podman-setup.sh")
+
+
 def build_image(backend: str = "cpu") -> str:
     return script_output("build-image.sh", backend, timeout=3600)
 
@@ -65,7 +70,7 @@ class ComposeProject:
     project: str = field(default_factory=lambda: f"meshtest{uuid.uuid4().hex[:6]}")
 
     def __post_init__(self) -> None:
-        self.engine = script_output("podman-setup.sh")
+        self.engine = container_engine()
         if self.engine == "docker":
             self.compose = ["docker", "compose"]
         else:

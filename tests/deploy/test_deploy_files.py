@@ -100,6 +100,27 @@ def test_compose_runs_the_same_services_as_serve(tools: Path) -> None:
     assert services["gateway"]["environment"]["MESH_PROXY__FORCE_RELAY"] == "true"
 
 
+def test_dockerfile_passes_hadolint(tools: Path) -> None:
+    """One Dockerfile builds every backend (the GPU ones on the vendors' images, which are not
+    built here), so linting it is the check the GPU variants get."""
+    dockerfile = REPO / "deploy" / "Dockerfile"
+    done = run(
+        [
+            str(tools / "hadolint"),
+            "--config",
+            str(REPO / "deploy" / ".hadolint.yaml"),
+            str(dockerfile),
+        ]
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_image_build_refuses_an_unknown_backend() -> None:
+    done = run([str(REPO / "scripts" / "build-image.sh"), "tpu"])
+    assert done.returncode == 2
+    assert done.stderr.strip() == "unknown backend 'tpu': use cpu, cuda, rocm or vulkan"
+
+
 def test_helm_lint_strict(tools: Path) -> None:
     done = run([str(tools / "helm"), "lint", "--strict", str(CHART)])
     assert done.returncode == 0, done.stdout + done.stderr
