@@ -114,6 +114,11 @@ class ComposeProject:
         [name] = self.containers(service)
         return name
 
+    def container_ids(self) -> list[str]:
+        argv = ["ps", "-a", "--no-trunc", "--format", "{{.ID}}"]
+        argv += ["--filter", f"label=com.docker.compose.project={self.project}"]
+        return self.container_cmd(*argv).stdout.split()
+
     def networks(self) -> list[str]:
         names = self.container_cmd("network", "ls", "--format", "{{.Name}}").stdout.split()
         return [n for n in names if n.startswith(self.project)]

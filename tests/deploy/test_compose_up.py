@@ -194,11 +194,27 @@ def test_killed_worker_leaves_and_comes_back(box1: Box) -> None:
     assert chat(box1.port, "tiny") == 1
 
 
+def processes_mentioning(words: list[str]) -> list[str]:
+    """Command lines on this host naming any of `words` (container monitors and runtimes name
+    the container id)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(word in command for word in words):
+            found.append(command)
+    return found
+
+
 def test_down_leaves_nothing_behind(box1: Box) -> None:
-    assert box1.project.containers()
+    ids = box1.project.container_ids()
+    assert ids and processes_mentioning(ids)  # each running container has its monitor
     down = box1.project.down()
     assert down.returncode == 0, down.stderr
     assert box1.project.containers() == []
     assert box1.project.networks() == []
+    assert processes_mentioning(ids) == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{box1.port}/v1/models", timeout=2)

@@ -59,19 +59,16 @@ def test_compose_config_accepts_the_files(
         assert refused.returncode != 0 and missing in refused.stderr
 
 
+def compose_services(tools: Path, name: str, variables: dict[str, str]) -> dict[str, dict]:
+    """The services of deploy/<name> as `docker compose config` resolves them."""
+    argv = [str(tools / "docker-compose"), "-f", str(REPO / "deploy" / name)]
+    done = run([*argv, "config", "--format", "json"], env={**os.environ, **variables})
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)["services"]
+
+
 def test_compose_join_file_runs_only_this_box_services(tools: Path) -> None:
-    done = run(
-        [
-            str(tools / "docker-compose"),
-            "-f",
-            str(REPO / "deploy" / "docker-compose.join.yml"),
-            "config",
-            "--format",
-            "json",
-        ],
-        env={**os.environ, **JOINING_BOX},
-    )
-    services = yaml.safe_load(done.stdout)["services"]
+    services = compose_services(tools, "docker-compose.join.yml", JOINING_BOX)
     assert set(services) == {"registry", "worker", "gateway"}
     for service in services.values():
         assert service["environment"]["MESH_JOIN"] == JOINING_BOX["MESH_JOIN"]
@@ -80,18 +77,7 @@ def test_compose_join_file_runs_only_this_box_services(tools: Path) -> None:
 
 
 def test_compose_runs_the_same_services_as_serve(tools: Path) -> None:
-    done = run(
-        [
-            str(tools / "docker-compose"),
-            "-f",
-            str(REPO / "deploy" / "docker-compose.yml"),
-            "config",
-            "--format",
-            "json",
-        ],
-        env={**os.environ, "MESH_SECRET": "s"},
-    )
-    services = yaml.safe_load(done.stdout)["services"]
+    services = compose_services(tools, "docker-compose.yml", FIRST_BOX)
     assert set(services) == {"etcd", "registry", "scheduler", "worker", "gateway"}
     for name in ("registry", "scheduler", "worker", "gateway"):
         service = services[name]
