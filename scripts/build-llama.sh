@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned llama.cpp (the source vendored in the llama-cpp-python sdist) once per
 # version and backend, into ~/.cache/mesh-llm/llama.cpp/<version>-<backend>/bin.
-# Usage: scripts/build-llama.sh [cpu|cuda|rocm|vulkan]   (env: BACKEND, JOBS, MESH_LLAMA_CACHE)
+# Usage: scripts/build-llama.sh [cpu|cuda|rocm|vulkan]   (env: BACKEND, JOBS, MESH_LLAMA_CACHE,
+#   LLAMA_CUDA_ARCHITECTURES e.g. "90" to build CUDA kernels for one GPU generation only, which
+#   is much faster than llama.cpp's default list)
 set -euo pipefail
 
 VERSION=0.3.36                      # llama-cpp-python sdist; vendor/llama.cpp is upstream 0c1e570
@@ -34,7 +36,7 @@ cpu_flags() {
 backend_flags() {
   case "$BACKEND" in
     cpu)    cpu_flags ;;
-    cuda)   echo "-DGGML_CUDA=ON $(cpu_flags)" ;;
+    cuda)   echo "-DGGML_CUDA=ON ${LLAMA_CUDA_ARCHITECTURES:+-DCMAKE_CUDA_ARCHITECTURES=$LLAMA_CUDA_ARCHITECTURES }$(cpu_flags)" ;;
     rocm)   echo "-DGGML_HIP=ON $(cpu_flags)" ;;
     vulkan) echo "-DGGML_VULKAN=ON $(cpu_flags)" ;;
     *) echo "unknown backend '$BACKEND': use cpu, cuda, rocm or vulkan" >&2; exit 2 ;;
