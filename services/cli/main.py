@@ -190,6 +190,7 @@ def fail(message: str) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from meshllm.core.config import InvalidSettings
     from meshllm.core.invite import InvalidToken, decode_token
 
     from .serve import ServeError, ServeOptions, serve
@@ -234,6 +235,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return asyncio.run(serve(opts))
     except ServeError as exc:
         return fail(str(exc))
+    except InvalidSettings as exc:  # a bad MESH_* variable in this environment
+        return fail(exc.message)
 
 
 def run_discover(args: argparse.Namespace) -> int:
@@ -262,16 +265,12 @@ def run_discover(args: argparse.Namespace) -> int:
 
 
 def run_invite(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from meshllm.core.config import BaseServiceSettings, describe_settings_error
+    from meshllm.core.config import BaseServiceSettings, load_settings
     from meshllm.core.errors import MeshError
     from meshllm.core.invite import InviteToken
 
     try:
-        settings = BaseServiceSettings()
-    except ValidationError as exc:
-        return fail(describe_settings_error(exc))
+        settings = load_settings(BaseServiceSettings)
     except MeshError as exc:
         return fail(exc.message)
     secret = settings.secret.get_secret_value()

@@ -24,7 +24,7 @@ import aiohttp
 
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient, model_reference
-from meshllm.core.config import BaseServiceSettings
+from meshllm.core.config import BaseServiceSettings, load_settings
 from meshllm.core.errors import MeshError, Unavailable
 from meshllm.core.invite import InvalidToken, InviteToken, decode_token
 from meshllm.core.process import ChildProcess
@@ -227,7 +227,8 @@ async def _run(
         names = await start_node_services(stack, opts, console, llama_server, common)
     await stack.start_service(
         "gateway",
-        GatewaySettings(
+        load_settings(
+            GatewaySettings,
             **{**common, "bind_host": opts.api_host},
             http_port=opts.port,
             console_port=opts.console_port,
@@ -331,12 +332,15 @@ async def found_mesh(stack: Stack, opts: ServeOptions, host: str) -> InviteToken
 async def start_node_services(
     stack: Stack, opts: ServeOptions, console: Console, llama_server: str, common: dict[str, object]
 ) -> list[str]:
-    registry = RegistrySettings(**common, grpc_port=free_port(), http_port=free_port())
+    registry = load_settings(
+        RegistrySettings, **common, grpc_port=free_port(), http_port=free_port()
+    )
     await stack.start_service("registry", registry)
     names = await register_models(opts.models, registry, console)
     await stack.start_service(
         "scheduler",
-        SchedulerSettings(
+        load_settings(
+            SchedulerSettings,
             **common,
             grpc_port=free_port(),
             http_port=free_port(),
@@ -345,7 +349,8 @@ async def start_node_services(
     )
     await stack.start_service(
         "worker",
-        WorkerSettings(
+        load_settings(
+            WorkerSettings,
             **common,
             grpc_port=free_port(),
             http_port=free_port(),

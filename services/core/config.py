@@ -13,7 +13,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .errors import InvalidRequest
 from .invite import decode_token
 
 ENV_PREFIX = "MESH_"
@@ -123,8 +124,24 @@ class Section(BaseModel):
     model_config = {"frozen": True, "extra": "forbid"}
 
 
-def describe_settings_error(error: ValidationError) -> str:
-    """One line naming each bad setting by its environment variable."""
+class InvalidSettings(InvalidRequest):
+    pass
+
+
+Settings = TypeVar("Settings", bound=BaseServiceSettings)
+
+
+def load_settings(settings_type: type[Settings], **given: Any) -> Settings:
+    """Settings from `given` (flags), the environment and MESH_CONFIG. A bad value raises
+    InvalidSettings whose message is one line naming each bad setting by its variable; a
+    damaged invite token raises InvalidToken. Both are MeshErrors."""
+    try:
+        return settings_type(**given)
+    except ValidationError as exc:
+        raise InvalidSettings(_describe_settings_error(exc)) from exc
+
+
+def _describe_settings_error(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         name = ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in item["loc"])

@@ -13,10 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
-from pydantic import ValidationError
 
 from . import keys
-from .config import BaseServiceSettings, describe_settings_error
+from .config import BaseServiceSettings, load_settings
 from .errors import MeshError
 from .grpc import make_server, set_serving
 from .lifecycle import Component, EmbeddedUvicorn, GrpcServer, run_service
@@ -105,19 +104,13 @@ def service_main(
     Bad settings and an unreachable etcd end the process with one line and exit status 2 or 1
     (a container's restart policy then retries), never a traceback."""
     try:
-        settings = settings_type()
-    except ValidationError as exc:
-        _exit_with(2, f"{kind}: {describe_settings_error(exc)}")
+        settings = load_settings(settings_type)
     except MeshError as exc:
-        _exit_with(2, f"{kind}: {exc.message}")
+        print(f"{kind}: {exc.message}", file=sys.stderr)
+        sys.exit(2)
     configure_logging(kind, settings.log_level, settings.log_format)
     try:
         asyncio.run(run_grpc_service(kind, settings, build))
     except MeshError as exc:
         logger.error("%s cannot run: %s", kind, exc.message)
         sys.exit(1)
-
-
-def _exit_with(status: int, line: str) -> None:
-    print(line, file=sys.stderr)
-    sys.exit(status)

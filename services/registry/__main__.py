@@ -6,9 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from meshllm.core.config import describe_settings_error
+from meshllm.core.config import load_settings
 from meshllm.core.errors import MeshError
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
@@ -30,10 +28,8 @@ def fetch(name: str) -> None:
     from .catalog import fetch_builtin
 
     try:
-        cache = Path(RegistrySettings().cache_dir).expanduser()
+        cache = Path(load_settings(RegistrySettings).cache_dir).expanduser()
         print(fetch_builtin(name, cache, show_progress=True))
-    except ValidationError as exc:
-        sys.exit(f"registry fetch: {describe_settings_error(exc)}")
     except MeshError as exc:
         sys.exit(f"registry fetch: {exc.message}")
 

@@ -81,11 +81,14 @@ def resolve_name(
             kind=pb.MODEL_SOURCE_KIND_PYPI, package=builtin.package, member=builtin.member
         )
         return None, source
-    known = ", ".join(sorted(BUILTIN)) or "none"
     raise NotFound(
         f"no model named '{name}': put {name}.gguf in {models_dir}, pass a file with --gguf, "
-        f"or use a built-in name ({known})"
+        f"or use a built-in name ({builtin_names()})"
     )
+
+
+def builtin_names() -> str:
+    return ", ".join(sorted(BUILTIN)) or "none"
 
 
 def canonical_name(name: str) -> str:
@@ -98,8 +101,7 @@ def fetch_builtin(name: str, cache_dir: Path, *, show_progress: bool = False) ->
     name = canonical_name(name)
     builtin = BUILTIN.get(name)
     if builtin is None:
-        known = ", ".join(sorted(BUILTIN)) or "none"
-        raise NotFound(f"'{name}' is not a built-in model; built-in names: {known}")
+        raise NotFound(f"'{name}' is not a built-in model; built-in names: {builtin_names()}")
     target = cache_dir / f"{name}.gguf"
     if target.is_file():
         return target

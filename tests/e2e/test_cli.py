@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from meshllm.core.process import process_table
+
 pytestmark = pytest.mark.e2e
 MESH_LLM = [sys.executable, "-m", "meshllm.cli"]
 
@@ -228,3 +230,25 @@ def test_invite_makes_a_token_from_the_services_settings() -> None:
     assert_one_line_error(
         run("invite", "--etcd", "nowhere", env={**env, "MESH_SECRET": "s"}), "HOST:PORT"
     )
+
+
+def test_serve_with_a_bad_setting_in_the_environment(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {**os.environ, "MESH_LEASE_TTL_S": "soon"}
+    done = run("serve", "--port", str(free_port()), "--state-dir", str(state), env=env)
+    assert_one_line_error(done, "MESH_LEASE_TTL_S", "'soon'")
+    assert not [p for p in process_table().values() if str(state) in p.command]
+
+
+def test_registry_fetch_of_an_unknown_name() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "meshllm.registry", "fetch", "no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "registry fetch: 'no-such-model' is not a built-in model; built-in names: "
+        "smollm2-135m-instruct"
+    ]
