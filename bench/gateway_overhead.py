@@ -31,7 +31,6 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +41,11 @@ from typing import Any, BinaryIO
 
 import aiohttp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import descendants
+
+from meshllm.cli.etcd import free_port
 
 DEFAULT_MODEL = Path.home() / ".cache" / "mesh-llm" / "models" / "smollm2-135m-instruct.gguf"
 PROMPTS = (
@@ -209,12 +213,6 @@ class Target:
     gateway: str
     direct: str
     model: str
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_command() -> list[str]:
@@ -631,7 +629,8 @@ def pin_processes(root: int) -> str:
         return "--pin: only one CPU, nothing pinned"
     model_cpu, rest = {cpus[0]}, set(cpus[1:])
     pinned = 0
-    for pid, command in stack_processes(root).items():
+    stack = {root: "mesh-llm serve", **descendants(root)}
+    for pid, command in stack.items():
         is_model = "llama-server" in command
         for task in os.listdir(f"/proc/{pid}/task"):  # every thread
             with contextlib.suppress(OSError):
@@ -639,25 +638,6 @@ def pin_processes(root: int) -> str:
         pinned += 1
     os.sched_setaffinity(0, rest)
     return f"pinned {pinned} processes: llama-server on CPU {cpus[0]}, the rest on {sorted(rest)}"
-
-
-def stack_processes(root: int) -> dict[int, str]:
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = open(f"/proc/{entry}/stat").read()
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-                commands[int(entry)] = open(f"/proc/{entry}/cmdline").read().replace("\0", " ")
-    found, frontier = {root: commands.get(root, "")}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                found[pid] = commands[pid]
-                frontier.append(pid)
-    return found
 
 
 async def benchmark(target: Target, config: Config, external: bool) -> dict[str, Any]:

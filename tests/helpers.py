@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from meshllm.cli.etcd import free_port
-from meshllm.core.process import ChildProcess
+from meshllm.core.process import ChildProcess, process_table
 from meshllm.worker.llama_server import InstanceSpec, build_argv
 
 
@@ -59,29 +59,15 @@ class LlamaServer:
 
 def descendants(pid: int) -> dict[int, str]:
     """Every live process below `pid`, with its command line."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] == "Z":
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        commands[int(entry.name)] = cmdline
+    live = [p for p in process_table().values() if p.state != "Z"]
     found: dict[int, str] = {}
     frontier = [pid]
     while frontier:
         parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found[child] = commands[child]
-                frontier.append(child)
+        for child in live:
+            if child.ppid == parent and child.pid not in found:
+                found[child.pid] = child.command
+                frontier.append(child.pid)
     return found
 
 

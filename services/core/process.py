@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -168,13 +169,32 @@ class ChildProcess:
 def group_members(pgid: int) -> list[int]:
     """The processes left in the group of a leader that has been reaped. If a process holds
     the pid `pgid` again, it is a newcomer given the recycled pid, and the group is its own."""
-    groups: dict[int, int] = {}
+    table = process_table()
+    if pgid in table:
+        return []
+    return [pid for pid, info in table.items() if info.pgid == pgid]
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    state: str  # "R", "S", "Z" (zombie) …
+    command: str  # the command line, arguments separated by spaces
+
+
+def process_table() -> dict[int, ProcessInfo]:
+    """Every process /proc shows now (Linux; empty elsewhere)."""
+    table: dict[int, ProcessInfo] = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    stat = Path(f"/proc/{entry.name}/stat").read_text()
-                    groups[int(entry.name)] = int(stat.rpartition(")")[2].split()[2])
-    if pgid in groups:
-        return []
-    return [pid for pid, group in groups.items() if group == pgid]
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(entry.path, "stat").read_text()
+                command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ")
+                state, ppid, pgid = stat.rpartition(")")[2].split()[:3]
+                pid = int(entry.name)
+                table[pid] = ProcessInfo(pid, int(ppid), int(pgid), state, command.decode().strip())
+    return table

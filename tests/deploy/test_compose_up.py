@@ -18,6 +18,7 @@ from compose import ComposeProject, build_image, container_engine_problem, wait_
 
 from meshllm.cli.etcd import free_port
 from meshllm.cli.network import lan_address
+from meshllm.core.process import process_table
 
 # a cold image build (llama.cpp compiled inside) takes ~13 min on 2 cores; it runs in the
 # first test's setup
@@ -197,15 +198,8 @@ def test_killed_worker_leaves_and_comes_back(box1: Box) -> None:
 def processes_mentioning(words: list[str]) -> list[str]:
     """Command lines on this host naming any of `words` (container monitors and runtimes name
     the container id)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(word in command for word in words):
-            found.append(command)
-    return found
+    commands = (p.command for p in process_table().values())
+    return [c for c in commands if any(word in c for word in words)]
 
 
 def test_down_leaves_nothing_behind(box1: Box) -> None:
