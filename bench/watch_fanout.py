@@ -15,79 +15,34 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fake_nodes import converge, gateway_tables, register_node
+
 from meshllm.cli.etcd import EtcdServer
-from meshllm.core import keys
-from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
-from meshllm.gateway.endpoints import EndpointTable
-
-MODELS = 8
-
-
-async def add_node(store: EtcdStore, mesh: str, i: int) -> int:
-    lease = await store.grant_lease(120)
-    node, model = f"node-{i:04d}", f"model-{i % MODELS}"
-    await store.put(
-        keys.worker(mesh, node, "gpu0"),
-        pb.WorkerRecord(node=node, worker_id="gpu0", lease_id=lease),
-        lease=lease,
-    )
-    await store.put(
-        keys.endpoint(mesh, model, f"{node}-i"),
-        pb.Endpoint(model=model, instance_id=f"{node}-i", node=node),
-        lease=lease,
-    )
-    return lease
-
-
-def replicas(table: EndpointTable) -> int:
-    return sum(len(e) for e in table.served_models().values())
-
-
-async def converge(tables: list[EndpointTable], expected: int, started: float) -> float:
-    """Seconds from `started` (before the write) until every table holds `expected`
-    replicas, woken by the tables' own change listeners (run after each table rebuilt)."""
-    changed = asyncio.Event()
-    for table in tables:
-        table.endpoints.listeners.append(changed.set)
-    try:
-        while any(replicas(t) != expected for t in tables):
-            changed.clear()
-            await changed.wait()
-    finally:
-        for table in tables:
-            table.endpoints.listeners.remove(changed.set)
-    return time.perf_counter() - started
 
 
 async def measure(etcd: EtcdServer, nodes: int, gateways: int, changes: int) -> dict[str, float]:
     mesh = f"bench-{gateways}-{time.time_ns()}"
-    async with AsyncExitStack() as stack:
-        writer = await stack.enter_async_context(EtcdStore.connect([etcd.endpoint]))
-        tables = []
-        for _ in range(gateways):
-            store = await stack.enter_async_context(EtcdStore.connect([etcd.endpoint]))
-            tables.append(EndpointTable(store, mesh))
-        tasks = [asyncio.create_task(c.run()) for t in tables for c in t.caches]
-        leases = list(await asyncio.gather(*(add_node(writer, mesh, i) for i in range(nodes))))
-        await converge(tables, nodes, time.perf_counter())
+    async with (
+        EtcdStore.connect([etcd.endpoint]) as writer,
+        gateway_tables(etcd.endpoint, mesh, gateways) as tables,
+    ):
+        joins = (register_node(writer, mesh, i) for i in range(nodes))
+        leases = list(await asyncio.gather(*joins))
+        await converge(tables, nodes, time.perf_counter(), timeout=None)
         delays: list[float] = []
         cpu_before = time.process_time()
         for i in range(changes):
             started = time.perf_counter()
             await writer.revoke_lease(leases[i])
-            delays.append(await converge(tables, nodes - 1, started))
+            delays.append(await converge(tables, nodes - 1, started, timeout=None))
             started = time.perf_counter()
-            leases[i] = await add_node(writer, mesh, nodes + i)
-            delays.append(await converge(tables, nodes, started))
+            leases[i] = await register_node(writer, mesh, nodes + i)
+            delays.append(await converge(tables, nodes, started, timeout=None))
         cpu = time.process_time() - cpu_before
-        for table in tables:
-            for cache in table.caches:
-                await cache.stop()
-        await asyncio.gather(*tasks)
     delays.sort()
     return {
         "p50_ms": statistics.median(delays) * 1000,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from compose import script_output
 
 pytestmark = pytest.mark.deploy
 REPO = Path(__file__).resolve().parents[2]
@@ -31,10 +32,7 @@ COMPOSE_SETS = [
 
 @pytest.fixture(scope="session")
 def tools() -> Path:
-    done = subprocess.run(
-        [str(REPO / "scripts" / "deploy-tools.sh")], capture_output=True, text=True, check=True
-    )
-    return Path(done.stdout.strip().splitlines()[-1])
+    return Path(script_output("deploy-tools.sh"))
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
