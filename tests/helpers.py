@@ -71,9 +71,21 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
-def pid_alive(pid: int) -> bool:
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with the pid, an identity that a
+    recycled pid does not share. None when no such process exists."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, started: int | None = None) -> bool:
+    """The process runs (a zombie has ended) and, if `started` is given, is the same process
+    that started then, not a newcomer given its recycled pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and (started is None or int(fields[19]) == started)

@@ -4,6 +4,8 @@
     ├── NotFound            NOT_FOUND           404  model, worker or instance unknown
     ├── Unavailable         UNAVAILABLE         503  no ready replica, draining, store down
     ├── InvalidRequest      INVALID_ARGUMENT    400  bad input: body, flag, file
+    │   ├── RequestTimeout  INVALID_ARGUMENT    408  the client took too long to send
+    │   └── PayloadTooLarge INVALID_ARGUMENT    413  body (or 431: headers) over the limit
     ├── CapacityExhausted   RESOURCE_EXHAUSTED  503  nothing fits; carries placement reasons
     ├── UpstreamError       UNAVAILABLE         502  llama-server failed or closed
     └── UpstreamTimeout     DEADLINE_EXCEEDED   504
@@ -22,17 +24,25 @@ import grpc
 
 class MeshError(Exception):
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
-    http_status: ClassVar[int] = 500
-    openai_type: ClassVar[str] = "server_error"
+    http_status: int = 500  # the class's status; an instance may carry a more precise one
+    openai_type: str = "server_error"
     default_code: ClassVar[str] = "internal_error"
 
     def __init__(
-        self, message: str, *, param: str | None = None, error_code: str | None = None
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        error_code: str | None = None,
+        http_status: int | None = None,
+        openai_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.error_code = error_code or self.default_code
+        self.http_status = http_status or type(self).http_status
+        self.openai_type = openai_type or type(self).openai_type
 
 
 class NotFound(MeshError):
@@ -54,6 +64,16 @@ class InvalidRequest(MeshError):
     http_status = 400
     openai_type = "invalid_request_error"
     default_code = "invalid_request"
+
+
+class RequestTimeout(InvalidRequest):
+    http_status = 408
+    default_code = "request_timeout"
+
+
+class PayloadTooLarge(InvalidRequest):
+    http_status = 413
+    default_code = "request_too_large"
 
 
 class CapacityExhausted(MeshError):
@@ -92,6 +112,13 @@ _BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
 
 def from_grpc(code: grpc.StatusCode, message: str) -> MeshError:
     return _BY_CODE.get(code, MeshError)(message)
+
+
+def excerpt(value: object, limit: int = 80) -> str:
+    """Client input quoted in an error message: printable, and cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode() if not text.isprintable() else text
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def openai_body(error: MeshError) -> dict[str, object]:

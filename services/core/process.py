@@ -3,6 +3,10 @@ output copied to a log file with the last lines kept for error messages, stopped
 then SIGKILL after a grace period. Used by the worker for llama-server and by the CLI for the
 services it starts.
 
+The output is drained for as long as the child lives, in chunks, whatever it writes: a line
+longer than any buffer, or a log file that cannot be written, must never leave the pipe full,
+or the child blocks on its next write and hangs while looking alive.
+
 Signals go to the group only while its leader provably has not been reaped (checked through a
 pidfd): once reaped, its pid may be handed to an unrelated new process, which would then get
 our signal — kernels that recycle pids quickly make that a real hazard.
@@ -18,21 +22,32 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
 
 _PR_SET_PDEATHSIG = 1
+_READ_CHUNK = 64 * 1024
+TAIL_LINE_CHARS = 2000  # a kept (or echoed) output line is cut to this length
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends it SIGTERM when we die, even by SIGKILL,
-    so no llama-server outlives its worker and no service outlives `mesh-llm serve`."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _death_signal_hook(sig: int) -> Callable[[], None]:
+    """Runs in the child before exec: the kernel sends it `sig` when we die, even by SIGKILL,
+    so no llama-server outlives its worker and no service outlives `mesh-llm serve`. If we
+    died between the fork and the prctl, the child is already an orphan: it signals itself."""
+    parent = os.getpid()
+
+    def hook() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return hook
 
 
 class ChildProcess:
@@ -45,15 +60,19 @@ class ChildProcess:
         log_path: Path | None = None,
         echo: bool = False,
         ignore_sigpipe: bool = False,
-        die_with_parent: bool = True,
+        death_signal: int | None = signal.SIGTERM,
     ) -> None:
+        """`death_signal` is what the child gets when this process dies: SIGTERM for a child
+        that must shut down cleanly, SIGKILL for one that holds no state (a llama-server
+        would otherwise linger for minutes finishing requests nobody waits for), None to
+        let it outlive us."""
         self.name = name
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
         self.echo = echo
         self.ignore_sigpipe = ignore_sigpipe
-        self.die_with_parent = die_with_parent
+        self.death_signal = death_signal
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -88,7 +107,7 @@ class ChildProcess:
             # Python ignores SIGPIPE; restore_signals=False keeps it ignored in the child, so an
             # rpc-server survives its host dying mid-write.
             restore_signals=not self.ignore_sigpipe,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            preexec_fn=_death_signal_hook(self.death_signal) if self.death_signal else None,
         )
         self._reaped_early = False
         try:
@@ -102,20 +121,55 @@ class ChildProcess:
 
     async def _copy_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        log = self.log_path.open("ab") if self.log_path is not None else None
+        log = self._open_log()
+        partial = b""
+        overlong = False  # inside a line whose start was kept already: skip to its end
+        while chunk := await self._proc.stdout.read(_READ_CHUNK):
+            log = self._write_log(log, chunk)
+            *lines, rest = chunk.split(b"\n")
+            for raw in lines:
+                if not overlong:
+                    self._keep_line(partial + raw)
+                partial, overlong = b"", False
+            if not overlong:
+                partial += rest
+                if len(partial) > TAIL_LINE_CHARS:
+                    self._keep_line(partial)
+                    partial, overlong = b"", True
+        if partial:
+            self._keep_line(partial)
+        if log is not None:
+            log.close()
+
+    def _open_log(self) -> BinaryIO | None:
+        if self.log_path is None:
+            return None
         try:
-            async for raw in self._proc.stdout:
-                if log is not None:
-                    log.write(raw)
-                    log.flush()
-                line = raw.decode(errors="replace").rstrip()
-                if line:
-                    self.tail.append(line)
-                    if self.echo:
-                        print(line, flush=True)
-        finally:
-            if log is not None:
+            return self.log_path.open("ab")
+        except OSError as exc:
+            logger.warning("cannot write %s's log %s: %s", self.name, self.log_path, exc)
+            return None
+
+    def _write_log(self, log: BinaryIO | None, chunk: bytes) -> BinaryIO | None:
+        """The log, or None once writing it has failed (a full disk): draining goes on."""
+        if log is None:
+            return None
+        try:
+            log.write(chunk)
+            log.flush()
+        except OSError as exc:
+            logger.warning("stopped writing %s's log %s: %s", self.name, self.log_path, exc)
+            with contextlib.suppress(OSError):
                 log.close()
+            return None
+        return log
+
+    def _keep_line(self, raw: bytes) -> None:
+        line = raw[:TAIL_LINE_CHARS].decode(errors="replace").rstrip()
+        if line:
+            self.tail.append(line)
+            if self.echo:
+                print(line, flush=True)
 
     async def wait(self) -> int:
         assert self._proc is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -110,7 +111,11 @@ class ManagedInstance:
         argv = llama_server.build_argv(self._sup.binary, self.spec, self.port)
         log_path = Path(self.settings.log_dir) / f"{self.spec.instance_id}.log"
         self.process = ChildProcess(
-            self.spec.instance_id, argv, env=self._sup.env_for(self.spec), log_path=log_path
+            self.spec.instance_id,
+            argv,
+            env=self._sup.env_for(self.spec),
+            log_path=log_path,
+            death_signal=signal.SIGKILL,  # it holds no state: nothing to finish for a dead worker
         )
         await self._set(InstanceState.STARTING)
         try:

@@ -39,7 +39,7 @@ class Scheduler:
             [sys.executable, "-m", "meshllm.scheduler"],
             env={**os.environ, **self.settings.to_env()},
             log_path=log_dir / f"{name}.log",
-            die_with_parent=False,  # the fixture stops them itself
+            death_signal=None,  # the fixture stops them itself
         )
         self.client = SchedulerClient(f"127.0.0.1:{self.settings.grpc_port}")
 

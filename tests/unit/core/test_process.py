@@ -8,10 +8,13 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
-from helpers import pid_alive
+from helpers import pid_alive, start_time
 
-from meshllm.core.process import ChildProcess, group_members
+from meshllm.core.process import TAIL_LINE_CHARS, ChildProcess, group_members
 
 
 async def test_stop_sweeps_children_that_outlived_the_leader() -> None:
@@ -61,3 +64,58 @@ def test_a_group_whose_leader_lives_is_not_swept() -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(orphan, signal.SIGKILL)
+
+
+async def test_output_is_drained_whatever_its_lines() -> None:
+    """A 1 MB line (over asyncio's 64 KiB line limit) and then 8 MB more: the child must
+    finish, which it cannot if the pipe stops being drained."""
+    script = (
+        "import sys\n"
+        "sys.stdout.write('x' * 1_000_000 + '\\n')\n"
+        "sys.stdout.write(('y' * 1000 + '\\n') * 8000)\n"
+        "sys.stdout.write('z' * 300_000 + '\\nlast words')\n"  # no newline at the end
+        "sys.stdout.flush()\n"
+    )
+    child = ChildProcess("chatty", [sys.executable, "-c", script])
+    await child.start()
+    assert await asyncio.wait_for(child.wait(), timeout=30) == 0
+    assert all(len(line) <= TAIL_LINE_CHARS for line in child.tail)
+    assert list(child.tail)[-3:] == ["y" * 1000, "z" * TAIL_LINE_CHARS, "last words"]
+
+
+async def test_an_unwritable_log_does_not_stop_the_draining(tmp_path: Path) -> None:
+    log = tmp_path / "gone" / "child.log"
+    child = ChildProcess(
+        "chatty", [sys.executable, "-c", "print('a' * 10_000_000)"], log_path=log
+    )
+    await child.start()
+    log.parent.chmod(0o500)  # the log's folder is read-only from now on (root ignores this,
+    log.unlink(missing_ok=True)  # so the log is also removed: writing goes on, unseen)
+    assert await asyncio.wait_for(child.wait(), timeout=30) == 0
+
+
+def test_a_killed_parent_takes_its_sigkill_children_along(tmp_path: Path) -> None:
+    """The parent dies by SIGKILL; its child, which ignores SIGTERM, must still die."""
+    script = (
+        "import asyncio, signal, sys\n"
+        "from meshllm.core.process import ChildProcess\n"
+        "async def main():\n"
+        "    child = ChildProcess('stubborn', [sys.executable, '-c',\n"
+        "        'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "time.sleep(60)'], death_signal=signal.SIGKILL)\n"
+        "    await child.start()\n"
+        "    print(child.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    started = start_time(child)
+    assert pid_alive(child, started)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while pid_alive(child, started):
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.05)
