@@ -7,14 +7,16 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   echo docker; exit 0   # a real Docker engine: nothing to set up
 fi
 need=()
-for tool in podman runc slirp4netns fuse-overlayfs debootstrap newuidmap catatonit /usr/lib/podman/netavark /usr/lib/podman/aardvark-dns; do
+# iptables: netavark's firewall driver; without it every `podman run` fails with
+# "netavark: No such file or directory"
+for tool in podman runc slirp4netns fuse-overlayfs debootstrap newuidmap catatonit iptables /usr/lib/podman/netavark /usr/lib/podman/aardvark-dns; do
   command -v "$tool" >/dev/null || need+=("$tool")
 done
 if [[ ${#need[@]} -gt 0 ]]; then
   echo "installing podman and its helpers …" >&2
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman runc uidmap slirp4netns fuse-overlayfs debootstrap catatonit netavark aardvark-dns >/dev/null
+    podman runc uidmap slirp4netns fuse-overlayfs debootstrap catatonit netavark aardvark-dns iptables >/dev/null
 fi
 mkdir -p /etc/containers/containers.conf.d
 cat >/etc/containers/containers.conf.d/mesh-llm.conf <<'CONF'

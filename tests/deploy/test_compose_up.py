@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 from compose import ComposeProject, build_image, container_engine_problem, wait_until
+from helpers import cannot_run_here
 
 from meshllm.cli.etcd import free_port
 from meshllm.cli.network import lan_address
@@ -30,7 +31,7 @@ LEASE_TTL_S = 3
 def image() -> str:
     problem = container_engine_problem()
     if problem:
-        pytest.skip(f"container tests need podman or Docker: {problem}")
+        cannot_run_here(f"container tests need podman or Docker: {problem}")
     return build_image("cpu")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from helpers import cannot_run_here
 from netns import Host, Lab, netns_supported
 
 from meshllm.core import keys
@@ -114,7 +115,7 @@ def mesh(
 ) -> Iterator[Mesh]:
     reason = netns_supported()
     if reason is not None:
-        pytest.skip(f"multi-host tests need network namespaces: {reason}")
+        cannot_run_here(f"multi-host tests need network namespaces: {reason}")
     state = tmp_path_factory.mktemp("mesh")
     lab = Lab.create(5)
     nodes: dict[str, Node] = {}

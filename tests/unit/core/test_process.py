@@ -85,9 +85,7 @@ async def test_output_is_drained_whatever_its_lines() -> None:
 
 async def test_an_unwritable_log_does_not_stop_the_draining(tmp_path: Path) -> None:
     log = tmp_path / "gone" / "child.log"
-    child = ChildProcess(
-        "chatty", [sys.executable, "-c", "print('a' * 10_000_000)"], log_path=log
-    )
+    child = ChildProcess("chatty", [sys.executable, "-c", "print('a' * 10_000_000)"], log_path=log)
     await child.start()
     log.parent.chmod(0o500)  # the log's folder is read-only from now on (root ignores this,
     log.unlink(missing_ok=True)  # so the log is also removed: writing goes on, unseen)
