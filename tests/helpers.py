@@ -26,7 +26,9 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> flo
 
 
 class LlamaServer:
-    def __init__(self, binary: str, model: Path, *, context: int, parallel: int) -> None:
+    def __init__(
+        self, binary: str, model: Path, *, context: int, parallel: int, threads: int = 0
+    ) -> None:
         self.port = free_port()
         spec = InstanceSpec(
             instance_id="test",
@@ -34,6 +36,7 @@ class LlamaServer:
             model_path=str(model),
             context=context,
             parallel=parallel,
+            threads=threads,
         )
         self.process = ChildProcess("llama-server", build_argv(binary, spec, self.port))
 

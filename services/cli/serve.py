@@ -105,6 +105,7 @@ class Service:
     echo: bool
     process: ChildProcess | None = None
     crashes: list[float] = field(default_factory=list)
+    stop_grace_s: float = 30.0
 
     async def start(self) -> ChildProcess:
         self.process = ChildProcess(
@@ -112,6 +113,34 @@ class Service:
         )
         await self.process.start()
         return self.process
+
+    def exit_message(self, code: int | None, delay: float) -> str:
+        return f"warning: {self.name} exited with {code}; restarting in {delay:.1f}s"
+
+
+@dataclass
+class StoreService:
+    """The mesh's private etcd, supervised like the services: restarted on its own ports and
+    data directory, so its keys and every node's token stay valid."""
+
+    server: EtcdServer
+    name: str = "etcd"
+    crashes: list[float] = field(default_factory=list)
+    stop_grace_s: float = 5.0
+
+    @property
+    def process(self) -> ChildProcess:
+        return self.server.process
+
+    async def start(self) -> ChildProcess:
+        await self.server.start()
+        return self.server.process
+
+    def exit_message(self, code: int | None, delay: float) -> str:
+        return (
+            f"warning: the mesh's store (etcd) exited with {code}; requests go on with what "
+            f"every gateway already knows; restarting it in {delay:.1f}s with the same data"
+        )
 
 
 MAX_CRASHES = 5  # within CRASH_WINDOW_S: then the stack gives up
@@ -124,24 +153,24 @@ class Stack:
     def __init__(self, opts: ServeOptions, console: Console) -> None:
         self.opts = opts
         self.console = console
-        self.services: list[Service] = []
+        self.services: list[Service | StoreService] = []  # in start order
         base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
         self.state_dir = Path(base)
         self.log_dir = self.state_dir / "logs"
-        self.etcd: EtcdServer | None = None
 
     async def start_etcd(self, host: str) -> str:
         if self.opts.etcd:
             return self.opts.etcd
         self.console.say("starting the mesh's etcd on this machine (pass --etcd to use your own)")
         try:
-            self.etcd = EtcdServer(
+            etcd = EtcdServer(
                 self.state_dir / "etcd", host=host, log_path=self.log_dir / "etcd.log"
             )
+            self.services.append(StoreService(etcd))
+            await etcd.start()
         except Unavailable as exc:
             raise ServeError(exc.message) from exc
-        await self.etcd.start()
-        return self.etcd.endpoint
+        return etcd.endpoint
 
     async def start_service(
         self, kind: str, settings: BaseServiceSettings, extra_env: dict[str, str] | None = None
@@ -180,9 +209,7 @@ class Stack:
     async def stop(self) -> None:
         for service in reversed(self.services):
             if service.process is not None:
-                await service.process.stop(grace_s=30.0)
-        if self.etcd is not None:
-            await self.etcd.stop()
+                await service.process.stop(grace_s=service.stop_grace_s)
 
 
 async def serve(opts: ServeOptions) -> int:
@@ -475,17 +502,30 @@ async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
                 )
                 return 1
             delay = 2 ** (len(service.crashes) - 1) * 0.5
+            message = service.exit_message(child.returncode, delay)
             stack.console.say(
-                f"warning: {service.name} exited with {child.returncode}; "
-                f"restarting in {delay:.1f}s",
+                message,
                 event="restart",
+                message=message,
                 service=service.name,
                 code=child.returncode,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             if not stop.is_set():
-                await service.start()
+                await restart(service, stack.console)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.25)
     return 0
+
+
+async def restart(service: Service | StoreService, console: Console) -> None:
+    try:
+        await service.start()
+    except (Unavailable, OSError) as exc:  # counted as another crash on the next round
+        message = exc.message if isinstance(exc, Unavailable) else str(exc)
+        console.say(
+            f"warning: {service.name} did not start again: {message}",
+            event="warning",
+            message=message,
+        )

@@ -20,6 +20,8 @@ from typing import Protocol
 import grpc
 import uvicorn
 
+from .httpserver import HEADER_TIMEOUT_S, BoundedHttpProtocol, ErrorShield
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,15 +87,28 @@ async def _finish(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
 
 
 class EmbeddedUvicorn:
-    """uvicorn inside our loop, with our signal handling (its own would replace ours)."""
+    """uvicorn inside our loop, with our signal handling (its own would replace ours), the
+    limits of core.httpserver and every unexpected error answered as JSON."""
 
     class _Server(uvicorn.Server):
         def capture_signals(self):  # type: ignore[override]
             return contextlib.nullcontext()
 
-    def __init__(self, app: object, host: str, port: int, **options: object) -> None:
+    def __init__(
+        self,
+        app: object,
+        host: str,
+        port: int,
+        *,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        **options: object,
+    ) -> None:
+        protocol = type(
+            "HttpProtocol", (BoundedHttpProtocol,), {"header_timeout_s": header_timeout_s}
+        )
         config = uvicorn.Config(
-            app,
+            ErrorShield(app),
+            http=protocol,
             host=host,
             port=port,
             log_config=None,

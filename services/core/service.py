@@ -55,10 +55,14 @@ async def run_grpc_service(
     kind: str,
     settings: BaseServiceSettings,
     build: Callable[[ServiceContext], Awaitable[ServiceParts]],
+    *,
+    store_required: bool = True,
 ) -> None:
-    async with EtcdStore.connect(settings.etcd_endpoint_list) as store:
+    """`store_required=False`: a service that can be of use without etcd (the gateway
+    answers, and serves once its caches have loaded) starts even while etcd is away."""
+    async with EtcdStore.connect(settings.etcd_endpoint_list, required=store_required) as store:
         lease = LeaseKeeper(store, settings.lease_ttl_s)
-        await lease.start()
+        await lease.start(required=store_required)
         ctx = ServiceContext(kind, instance_name(kind, settings.node), settings, store, lease)
         parts = await build(ctx)
         components: list[Component] = [lease]
@@ -99,6 +103,8 @@ def service_main(
     kind: str,
     settings_type: type[BaseServiceSettings],
     build: Callable[[ServiceContext], Awaitable[ServiceParts]],
+    *,
+    store_required: bool = True,
 ) -> None:
     """A service process's entry point: settings from the environment, then the service.
     Bad settings and an unreachable etcd end the process with one line and exit status 2 or 1
@@ -110,7 +116,7 @@ def service_main(
         sys.exit(2)
     configure_logging(kind, settings.log_level, settings.log_format)
     try:
-        asyncio.run(run_grpc_service(kind, settings, build))
+        asyncio.run(run_grpc_service(kind, settings, build, store_required=store_required))
     except MeshError as exc:
         logger.error("%s cannot run: %s", kind, exc.message)
         sys.exit(1)

@@ -57,12 +57,27 @@ class EtcdStore:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, endpoints: list[str], *, wait_s: float = 15.0, rpc_timeout_s: int = 5
+        cls,
+        endpoints: list[str],
+        *,
+        wait_s: float | None = None,
+        rpc_timeout_s: int = 5,
+        required: bool = True,
     ) -> AsyncIterator[EtcdStore]:
+        """A connected store. Unreachable for `wait_s` (15 s, or 2 s when not required):
+        Unavailable, unless not `required`, when the store is handed out anyway and every
+        call fails until etcd is back."""
+        if wait_s is None:
+            wait_s = 15.0 if required else 2.0
         host, port = client_target(endpoints)
         client = aetcd.Client(host=host, port=port, timeout=rpc_timeout_s)
         try:
-            await _wait_until_reachable(client, endpoints, wait_s)
+            try:
+                await _wait_until_reachable(client, endpoints, wait_s)
+            except Unavailable as exc:
+                if required:
+                    raise
+                logger.warning("%s; starting without it, retrying in the background", exc.message)
             yield cls(client)
         finally:
             await client.close()
@@ -176,7 +191,8 @@ class LeaseKeeper:
     """Owns this process's lease: keys published through it vanish when the process dies
     (the lease expires after its TTL) or stops (the lease is revoked). If the lease is lost
     anyway (etcd unreachable for longer than the TTL), a new one is granted, every owned key
-    is written again, and `on_new_lease` hooks run."""
+    is written again, and `on_new_lease` hooks run. Started while etcd is away (`start` with
+    required=False), it holds what is published until a lease can be had."""
 
     def __init__(self, store: EtcdStore, ttl_s: int) -> None:
         self._store = store
@@ -186,14 +202,20 @@ class LeaseKeeper:
         self.lease_id = 0
         self.on_new_lease: list[Callable[[int], Awaitable[None]]] = []
 
-    async def start(self) -> int:
-        self.lease_id = await self._store.grant_lease(self._ttl_s)
+    async def start(self, *, required: bool = True) -> int:
+        try:
+            self.lease_id = await self._store.grant_lease(self._ttl_s)
+        except StoreFailure as exc:
+            if required:
+                raise
+            logger.warning("no lease yet (%s); keys are published once etcd answers", exc)
         return self.lease_id
 
     async def publish(self, key: str, value: Message) -> None:
         data = value.SerializeToString()
         self._owned[key] = data
-        await self._store.put(key, data, lease=self.lease_id)
+        if self.lease_id:
+            await self._store.put(key, data, lease=self.lease_id)
 
     async def withdraw(self, key: str) -> None:
         if self._owned.pop(key, None) is not None:
@@ -208,7 +230,7 @@ class LeaseKeeper:
             except TimeoutError:
                 pass
             try:
-                if await self._store.refresh_lease(self.lease_id) <= 0:
+                if not self.lease_id or await self._store.refresh_lease(self.lease_id) <= 0:
                     await self._renew()
             except StoreFailure as exc:
                 logger.warning("lease %x keepalive failed: %s", self.lease_id, exc)

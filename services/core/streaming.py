@@ -4,8 +4,11 @@ Shared by the gateway (client → llama-server or a remote worker relay) and the
 (gateway → its loopback llama-server). Raw ASGI on our side and aiohttp toward upstream: the
 cheapest pair measured (docs/BENCHMARKS.md). The upstream response is opened and its first
 chunk awaited before anything is sent to the client, so a failure up to that point can be
-retried elsewhere; after the first byte there are no retries. A client disconnect closes the
-upstream connection, which makes llama-server stop generating and free the slot.
+retried elsewhere; after the first byte there are no retries. Every wait is bounded: the
+request body (size and time), the upstream's headers and first byte. The client is watched
+from the moment its request has been read: a disconnect at any point, before the upstream
+has answered too, closes the upstream connection, which makes llama-server stop generating
+and free the slot.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
-from .errors import InvalidRequest, MeshError, UpstreamError, UpstreamTimeout, openai_body
+from .errors import (
+    MeshError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+    openai_body,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +37,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+BODY_TIMEOUT_S = 60.0
+# Set on every answer a worker relay makes itself (its own failure: unknown instance, wrong
+# secret, llama-server unreachable), so a gateway can tell those from llama-server's answers.
+RELAY_ERROR_HEADER = "x-mesh-relay-error"
+MAX_ERROR_BODY_BYTES = 64 * 1024
+T = TypeVar("T")
 # Hop-by-hop and recomputed headers are not copied between the two connections.
 _SKIP_HEADERS = {
     "connection",
@@ -53,7 +69,26 @@ def upstream_session(**connector: Any) -> aiohttp.ClientSession:
     )
 
 
-async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
+async def read_body(
+    receive: Receive,
+    scope: Scope,
+    *,
+    limit: int = MAX_BODY_BYTES,
+    timeout_s: float = BODY_TIMEOUT_S,
+) -> bytes:
+    """The whole request body: 413 when it is (or says it will be) larger than `limit`, 408
+    when it has not all arrived within `timeout_s`."""
+    declared = request_headers(scope).get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(receive, limit)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:.0f}s") from exc
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -63,10 +98,41 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise InvalidRequest(f"request body is larger than {limit} bytes")
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+class ClientWatch:
+    """Watches a client whose request body has been read: `gone` is set when it disconnects.
+    `guard` runs a step of the request that ends early (ClientGone) if the client leaves."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = asyncio.Event()
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone.set()
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(work)
+        left = asyncio.ensure_future(self.gone.wait())
+        try:
+            await asyncio.wait({task, left}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise ClientGone()
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 class ClientGone(Exception):
@@ -104,6 +170,13 @@ class OpenedUpstream:
     response: aiohttp.ClientResponse
     first_chunk: bytes
 
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    def close(self) -> None:
+        self.response.close()
+
 
 async def open_upstream(
     session: aiohttp.ClientSession,
@@ -114,34 +187,47 @@ async def open_upstream(
     connect_timeout_s: float = 5.0,
     first_byte_timeout_s: float = 600.0,
 ) -> OpenedUpstream:
-    """POST and wait for the status line and the first body chunk. A connect failure or a
-    5xx before the first byte raises UpstreamError (retryable elsewhere)."""
+    """POST and wait for the status line and the first body chunk, whatever the status: the
+    caller decides what an error status means. Raises UpstreamError when the upstream cannot
+    be reached or breaks before its first byte, UpstreamTimeout when its headers and first
+    byte take longer than `first_byte_timeout_s`."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
+    response: aiohttp.ClientResponse | None = None
     try:
-        response = await session.post(url, data=body, headers=headers, timeout=timeout)
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(f"cannot reach {url}: {exc}") from exc
-    try:
-        if response.status >= 500:
-            text = (await response.content.read(2048)).decode(errors="replace")
-            raise UpstreamError(f"{url} answered {response.status}: {text[:300]}")
         async with asyncio.timeout(first_byte_timeout_s):
+            response = await session.post(url, data=body, headers=headers, timeout=timeout)
             first = await response.content.readany()
     except TimeoutError as exc:
-        response.close()
+        if response is not None:
+            response.close()
         raise UpstreamTimeout(f"{url} sent nothing for {first_byte_timeout_s:.0f}s") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        response.close()
-        raise UpstreamError(f"{url} failed before its first byte: {exc}") from exc
-    except UpstreamError:
-        response.close()
-        raise
+        if response is not None:
+            response.close()
+        raise UpstreamError(f"cannot reach {url}: {exc}") from exc
     return OpenedUpstream(response, first)
+
+
+async def read_error_body(opened: OpenedUpstream, timeout_s: float = 10.0) -> bytes:
+    """The rest of an error answer, at most MAX_ERROR_BODY_BYTES, then the connection closes."""
+    body = opened.first_chunk
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(body) < MAX_ERROR_BODY_BYTES:
+                chunk = await opened.response.content.readany()
+                if not chunk:
+                    break
+                body += chunk
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    finally:
+        opened.close()
+    return body[:MAX_ERROR_BODY_BYTES]
 
 
 async def relay_response(
     opened: OpenedUpstream,
-    receive: Receive,
+    client: ClientWatch,
     send: Send,
     *,
     extra_headers: Iterable[tuple[str, str]] = (),
@@ -156,19 +242,11 @@ async def relay_response(
         if k.lower() not in _SKIP_HEADERS
     ]
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
-    pump = asyncio.ensure_future(_pump(opened, send, headers, on_chunk))
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
     try:
-        done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if pump in done:
-            return pump.result()
-        return False  # client gone: fall through to closing upstream
+        return await client.guard(_pump(opened, send, headers, on_chunk))
+    except ClientGone:
+        return False
     finally:
-        for task in (pump, watcher):
-            task.cancel()
-        for task in (pump, watcher):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         response.close()
 
 
@@ -195,11 +273,6 @@ async def _pump(
     return True
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 def _sse_error(message: str) -> bytes:
     payload = {
         "error": {
@@ -212,9 +285,14 @@ def _sse_error(message: str) -> bytes:
     return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
 
 
+# Request headers passed upstream: what llama-server reads, nothing else. A client's cookies,
+# credentials or a thousand junk headers stay at the door.
+_FORWARDED_HEADERS = {"content-type", "accept", "x-request-id", "x-session-id", "user-agent"}
+
+
 def forward_headers(
     incoming: dict[str, str], extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    headers = {k: v for k, v in incoming.items() if k not in _SKIP_HEADERS}
+    headers = {k: v for k, v in incoming.items() if k in _FORWARDED_HEADERS}
     headers.update(extra or {})
     return headers

@@ -35,7 +35,8 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
 
 def cli() -> None:
-    service_main("gateway", GatewaySettings, build)
+    # The API answers while etcd is away: 503s until the routing table has loaded.
+    service_main("gateway", GatewaySettings, build, store_required=False)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from meshllm.core.errors import InvalidRequest, MeshError, NotFound, openai_body
+from meshllm.core.errors import InvalidRequest, MeshError, NotFound, excerpt, openai_body
 from meshllm.core.probes import add_probe_routes
 from meshllm.core.streaming import Receive, Scope, Send, send_json
 
@@ -65,6 +65,11 @@ def create_api(table: EndpointTable) -> FastAPI:
             error = InvalidRequest(str(exc.detail))
         return JSONResponse(openai_body(error), status_code=exc.status_code)
 
+    @api.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        error = MeshError("internal error; it has been logged")
+        return JSONResponse(openai_body(error), status_code=500)
+
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(openai_body(InvalidRequest(str(exc))), status_code=400)
@@ -75,11 +80,12 @@ def create_api(table: EndpointTable) -> FastAPI:
 
     @api.get("/v1/models/{model:path}")
     async def get_model(model: str) -> dict[str, Any]:
+        model = table.resolve(model)
         for item in models_listing(table)["data"]:
             if item["id"] == model:
                 return item
         raise NotFound(
-            f"model '{model}' is not served in this mesh",
+            f"model '{excerpt(model)}' is not served in this mesh",
             param="model",
             error_code="model_not_found",
         )

@@ -16,6 +16,7 @@ class EndpointTable:
         self.caches = [self.endpoints, self.catalog, self.demand]
         self._by_model: dict[str, tuple[pb.Endpoint, ...]] = {}
         self._entries: dict[str, pb.CatalogEntry] = {}
+        self._aliases: dict[str, str] = {}
         self._known: frozenset[str] = frozenset()
         for cache in self.caches:
             cache.listeners.append(self._rebuild)
@@ -28,12 +29,17 @@ class EndpointTable:
             m: tuple(sorted(e, key=lambda x: x.instance_id)) for m, e in grouped.items()
         }
         self._entries = {e.name: e for e in self.catalog.items.values()}
+        self._aliases = {a: e.name for e in self._entries.values() for a in e.aliases}
         demanded = {d.model for d in self.demand.items.values()}
         self._known = frozenset(self._entries) | demanded | frozenset(self._by_model)
 
     @property
     def ready(self) -> bool:
         return all(c.ready.is_set() for c in self.caches)
+
+    def resolve(self, model: str) -> str:
+        """The model's own name for a name a request used (an alias, or the name itself)."""
+        return model if model in self._known else self._aliases.get(model, model)
 
     def snapshot(self, model: str) -> tuple[pb.Endpoint, ...]:
         return self._by_model.get(model, ())

@@ -8,7 +8,11 @@ from meshllm.core.config import BaseServiceSettings, Section
 class ProxySettings(Section):
     max_attempts: int = Field(3, ge=1, description="replicas tried before the first byte")
     connect_timeout_s: float = Field(5.0, gt=0)
-    first_byte_timeout_s: float = Field(600.0, gt=0)
+    first_byte_timeout_s: float = Field(
+        600.0, gt=0, description="upstream headers and first byte (a whole non-streamed answer)"
+    )
+    body_timeout_s: float = Field(60.0, gt=0, description="the client's whole request body")
+    max_body_bytes: int = Field(64 * 2**20, gt=0, description="larger request bodies get 413")
     retry_after_s: int = Field(5, ge=1, description="Retry-After on 503")
     suspect_for_s: float = Field(10.0, ge=0, description="rank a failed replica last this long")
     force_relay: bool = Field(False, description="go through the worker relay even on this node")

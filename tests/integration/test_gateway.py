@@ -134,7 +134,7 @@ async def test_known_model_without_replica_is_503_with_retry_after(gateway: Gate
         ("/v1/chat/completions", b'{"model": "tiny"}', "messages"),
         ("/v1/chat/completions", b'{"model": "tiny", "messages": []}', "messages"),
         ("/v1/chat/completions", b'{"model": "tiny", "messages": [{}], "stream": "yes"}', "stream"),
-        ("/v1/completions", b'{"model": "tiny"}', "prompt"),
+        ("/v1/messages", b'{"model": "tiny"}', "messages"),
         ("/v1/embeddings", b'{"model": "tiny"}', "input"),
         ("/v1/embeddings", b"\xff\xfe", None),
     ],
@@ -178,11 +178,13 @@ async def test_every_replica_down_is_502(gateway: Gateway) -> None:
     assert "every replica of 'ghost' failed" in error["message"]
 
 
-async def test_upstream_4xx_is_passed_through(gateway: Gateway) -> None:
+async def test_upstream_4xx_is_passed_back_in_openai_shape(gateway: Gateway) -> None:
+    """llama-server's own error JSON (an integer `code`, no `param`) is rewritten."""
     reply = await gateway.client.post(
         "/v1/chat/completions", json=chat(messages=[{"role": "nobody", "content": 1}])
     )
-    assert 400 <= reply.status_code < 500
+    error = assert_openai_error(reply, 400)
+    assert isinstance(error["code"], str) and error["type"] == "invalid_request_error"
 
 
 async def test_streaming_and_metrics(gateway: Gateway) -> None:

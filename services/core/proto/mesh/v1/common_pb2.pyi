@@ -194,16 +194,18 @@ class ModelFacts(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., display_name: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., block_count: _Optional[int] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., feed_forward_length: _Optional[int] = ..., expert_count: _Optional[int] = ..., expert_used_count: _Optional[int] = ..., vocab_size: _Optional[int] = ..., file_type: _Optional[str] = ..., has_chat_template: _Optional[bool] = ..., vision: _Optional[bool] = ..., audio: _Optional[bool] = ..., kv_bytes_per_token: _Optional[int] = ...) -> None: ...
 
 class CatalogEntry(_message.Message):
-    __slots__ = ("name", "source", "facts", "registered_unix")
+    __slots__ = ("name", "source", "facts", "registered_unix", "aliases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: ModelSource
     facts: ModelFacts
     registered_unix: int
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelFile(_message.Message):
     __slots__ = ("model", "node", "path", "size_bytes")
