@@ -484,42 +484,62 @@ async def announce_models(api: str, names: list[str], console: Console) -> None:
 
 
 async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
-    """Until asked to stop. A service that dies is restarted after a growing delay; one that
+    """Until asked to stop. A service that dies is restarted after a growing delay, each in
+    its own task (a store that is slow to come back holds up no other restart); one that
     keeps dying takes the stack down with a clear message."""
-    while not stop.is_set():
-        for service in stack.services:
-            child = service.process
-            if child is None or child.running:
-                continue
-            now = time.monotonic()
-            service.crashes = [t for t in service.crashes if now - t < CRASH_WINDOW_S] + [now]
-            detail = f"{child.last_output()} (log: {child.log_path})"
-            if len(service.crashes) >= MAX_CRASHES:
-                stack.console.say(
-                    f"error: {service.name} keeps exiting (code {child.returncode}): {detail}",
-                    event="error",
-                    service=service.name,
+    restarting: dict[str, asyncio.Task[None]] = {}
+    try:
+        while not stop.is_set():
+            for service in stack.services:
+                child = service.process
+                busy = service.name in restarting and not restarting[service.name].done()
+                if child is None or child.running or busy:
+                    continue
+                delay = record_crash(service, stack.console)
+                if delay is None:
+                    return 1
+                restarting[service.name] = asyncio.create_task(
+                    restart(service, delay, stack.console, stop)
                 )
-                return 1
-            delay = 2 ** (len(service.crashes) - 1) * 0.5
-            message = service.exit_message(child.returncode, delay)
-            stack.console.say(
-                message,
-                event="restart",
-                message=message,
-                service=service.name,
-                code=child.returncode,
-            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            if not stop.is_set():
-                await restart(service, stack.console)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=0.25)
-    return 0
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+        return 0
+    finally:
+        for task in restarting.values():
+            task.cancel()
+        await asyncio.gather(*restarting.values(), return_exceptions=True)
 
 
-async def restart(service: Service | StoreService, console: Console) -> None:
+def record_crash(service: Service | StoreService, console: Console) -> float | None:
+    """Says that the service exited; the delay before restarting it, or None when it has
+    crashed too often to go on."""
+    child = service.process
+    assert child is not None
+    now = time.monotonic()
+    service.crashes = [t for t in service.crashes if now - t < CRASH_WINDOW_S] + [now]
+    if len(service.crashes) >= MAX_CRASHES:
+        console.say(
+            f"error: {service.name} keeps exiting (code {child.returncode}): "
+            f"{child.last_output()} (log: {child.log_path})",
+            event="error",
+            service=service.name,
+        )
+        return None
+    delay = 2 ** (len(service.crashes) - 1) * 0.5
+    message = service.exit_message(child.returncode, delay)
+    console.say(
+        message, event="restart", message=message, service=service.name, code=child.returncode
+    )
+    return delay
+
+
+async def restart(
+    service: Service | StoreService, delay: float, console: Console, stop: asyncio.Event
+) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    if stop.is_set():
+        return
     try:
         await service.start()
     except (Unavailable, OSError) as exc:  # counted as another crash on the next round
@@ -529,3 +549,5 @@ async def restart(service: Service | StoreService, console: Console) -> None:
             event="warning",
             message=message,
         )
+        return
+    console.say(f"{service.name} is running again", event="restarted", service=service.name)

@@ -51,8 +51,9 @@ def client_target(endpoints: list[str]) -> tuple[str, int]:
 
 
 class EtcdStore:
-    def __init__(self, client: aetcd.Client) -> None:
+    def __init__(self, client: aetcd.Client, *, reachable: bool = True) -> None:
         self._client = client
+        self.reachable_at_start = reachable
 
     @classmethod
     @asynccontextmanager
@@ -71,14 +72,16 @@ class EtcdStore:
             wait_s = 15.0 if required else 2.0
         host, port = client_target(endpoints)
         client = aetcd.Client(host=host, port=port, timeout=rpc_timeout_s)
+        reachable = True
         try:
             try:
                 await _wait_until_reachable(client, endpoints, wait_s)
             except Unavailable as exc:
                 if required:
                     raise
+                reachable = False
                 logger.warning("%s; starting without it, retrying in the background", exc.message)
-            yield cls(client)
+            yield cls(client, reachable=reachable)
         finally:
             await client.close()
 
@@ -203,6 +206,9 @@ class LeaseKeeper:
         self.on_new_lease: list[Callable[[int], Awaitable[None]]] = []
 
     async def start(self, *, required: bool = True) -> int:
+        """Grants the lease; with required=False, leaves that to `run` if etcd is away."""
+        if not required and not self._store.reachable_at_start:
+            return self.lease_id
         try:
             self.lease_id = await self._store.grant_lease(self._ttl_s)
         except StoreFailure as exc:
@@ -233,7 +239,10 @@ class LeaseKeeper:
                 if not self.lease_id or await self._store.refresh_lease(self.lease_id) <= 0:
                     await self._renew()
             except StoreFailure as exc:
-                logger.warning("lease %x keepalive failed: %s", self.lease_id, exc)
+                if self.lease_id:
+                    logger.warning("lease %x keepalive failed: %s", self.lease_id, exc)
+                else:
+                    logger.warning("no lease yet: %s", exc)
 
     async def _renew(self) -> None:
         old = self.lease_id
