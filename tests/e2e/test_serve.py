@@ -111,6 +111,30 @@ def test_completions_and_embeddings(serve: Serve, chat_model: Path, tiny_model: 
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 576
 
 
+def test_responses_and_messages_with_the_official_clients(serve: Serve, chat_model: Path) -> None:
+    """OpenAI's Responses API and Anthropic's Messages API, routed by model like the others."""
+    import anthropic
+
+    reply = serve.client().responses.create(
+        model="smollm2", input="What is 2+2?", max_output_tokens=16, temperature=0
+    )
+    assert "4" in reply.output_text
+    claude = anthropic.Anthropic(
+        base_url=serve.api.removesuffix("/v1"), api_key="unused", max_retries=0, timeout=60
+    )
+    message = claude.messages.create(
+        model=chat_model.stem,
+        max_tokens=16,
+        messages=[{"role": "user", "content": "What is 2+2?"}],
+        extra_body={"temperature": 0},
+    )
+    assert message.role == "assistant" and "4" in message.content[0].text
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.create(
+            model="no-such-model", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+
+
 def test_greedy_output_equals_llama_server_direct(serve: Serve, chat_model: Path) -> None:
     body = {
         "model": chat_model.stem,
