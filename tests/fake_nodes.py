@@ -25,13 +25,24 @@ async def register_node(store: EtcdStore, mesh: str, i: int, ttl_s: int = 120) -
     model = f"model-{i % MODELS}"
     await store.put(
         keys.worker(mesh, node, "gpu0"),
-        pb.WorkerRecord(node=node, worker_id="gpu0", lease_id=lease),
+        pb.WorkerRecord(
+            node=node,
+            worker_id="gpu0",
+            lease_id=lease,
+            relay_url="http://127.0.0.1:1",
+            grpc_address="127.0.0.1:2",
+        ),
         lease=lease,
     )
     await store.put(
         keys.endpoint(mesh, model, f"{node}-i"),
         pb.Endpoint(
-            model=model, instance_id=f"{node}-i", node=node, local_url="http://127.0.0.1:1"
+            model=model,
+            instance_id=f"{node}-i",
+            node=node,
+            worker_id="gpu0",
+            local_url="http://127.0.0.1:1",
+            relay_url="http://127.0.0.1:1",
         ),
         lease=lease,
     )

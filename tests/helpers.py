@@ -12,7 +12,11 @@ import aiohttp
 import pytest
 
 from meshllm.cli.etcd import free_port
+from meshllm.core import keys, pki
+from meshllm.core.pki import Credentials
 from meshllm.core.process import ChildProcess, process_table
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore
 from meshllm.worker.llama_server import InstanceSpec, build_argv
 
 
@@ -103,3 +107,42 @@ def cannot_run_here(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must run this suite: install what it needs in .ci/run)")
     pytest.skip(reason)
+
+
+def issue_credentials(directory: Path, ca: tuple, node: str, role: str = "node") -> Credentials:
+    """A node's credentials from the CA `ca` (key, certificate), saved in `directory`."""
+    ca_key, ca_cert = ca
+    key = pki.new_key()
+    cert = pki.issue(ca_key, ca_cert, key.public_key(), node=node, role=role)
+    credentials = Credentials(directory)
+    credentials.save(ca_cert, cert, key)
+    return credentials
+
+
+async def publish_endpoint(
+    store: EtcdStore,
+    mesh: str,
+    model: str,
+    instance: str,
+    url: str,
+    node: str = "node-a",
+    worker_id: str = "w0",
+) -> None:
+    """An endpoint as a worker publishes it: its worker's record first (a gateway routes
+    only to endpoints whose worker is registered, on that worker's relay and address)."""
+    host = url.split("//", 1)[1].rsplit(":", 1)[0]
+    await store.put(
+        keys.worker(mesh, node, worker_id),
+        pb.WorkerRecord(node=node, worker_id=worker_id, relay_url=url, grpc_address=f"{host}:1"),
+    )
+    await store.put(
+        keys.endpoint(mesh, model, instance),
+        pb.Endpoint(
+            model=model,
+            instance_id=instance,
+            node=node,
+            worker_id=worker_id,
+            local_url=url,
+            relay_url=url,
+        ),
+    )

@@ -17,7 +17,8 @@ OpenAI-compatible API at http://localhost:9337/v1.
   mesh-llm serve --join TOKEN --model X   add this machine to a mesh, serving X
   mesh-llm client --join TOKEN            use a mesh's API from this machine
   mesh-llm discover                       list meshes published on the local network
-  mesh-llm invite --etcd HOST:PORT        a token for a mesh run from containers (MESH_*)
+  mesh-llm invite [--ttl 1h] [--client]   mint an invite token for another machine
+  mesh-llm revoke NODE                    remove a node from the mesh
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
   mesh-llm dev make-model                 write a small random-weight test model
 """
@@ -112,20 +113,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     invite = commands.add_parser(
         "invite",
-        help="print an invite token for a mesh configured by MESH_* variables",
-        description="Print the invite token of the mesh that this environment's MESH_MESH_ID "
-        "and MESH_SECRET (or MESH_CONFIG) describe, as in a compose or Helm deployment "
-        "(`mesh-llm serve` prints its own). Other boxes join with MESH_JOIN=<token>.",
+        help="mint an invite token that lets another machine join this node's mesh",
+        description="Ask the mesh's authority for a new invite token, using the credentials "
+        "of a node running on this machine (or --credentials). The token lets its holder "
+        "join until it expires or is used up: share it like a password.",
     )
     invite.add_argument(
-        "--etcd",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT]",
-        help="where other boxes reach this mesh's etcd (e.g. this box's LAN address and the "
-        "published etcd port); the services' own MESH_ETCD_ENDPOINTS may be a name only "
-        "this box resolves",
+        "--ttl",
+        default="24h",
+        metavar="DURATION",
+        help="how long the token stays valid: 90s, 30m, 24h, 7d, or 'never' (default 24h)",
     )
+    invite.add_argument(
+        "--uses", type=int, default=-1, help="how many machines may join with it (default: any)"
+    )
+    invite.add_argument(
+        "--client",
+        action="store_true",
+        help="an API client's token (`mesh-llm client --join`): it cannot serve models",
+    )
+    add_credentials_flag(invite)
     invite.add_argument("--json", action="store_true", help="print JSON")
+
+    revoke = commands.add_parser(
+        "revoke",
+        help="remove a node from the mesh",
+        description="Revoke a node: its certificate stops working everywhere at once (etcd, "
+        "every service, every relay) and its models leave the mesh. It can come back only "
+        "with a new invite.",
+    )
+    revoke.add_argument("node", help="the node's name (mesh-llm members lists them)")
+    add_credentials_flag(revoke)
+    revoke.add_argument("--json", action="store_true", help="print JSON")
+
+    members = commands.add_parser("members", help="list the machines that joined the mesh")
+    add_credentials_flag(members)
+    members.add_argument("--json", action="store_true", help="print JSON")
 
     inspect = commands.add_parser("inspect", help="show the facts of a GGUF file")
     inspect.add_argument("path", help="a .gguf file")
@@ -182,6 +205,16 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default="", help="where logs and etcd data go")
     parser.add_argument("--json", action="store_true", help="print events as JSON lines")
     parser.add_argument("--verbose", action="store_true", help="show the services' logs")
+
+
+def add_credentials_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--credentials",
+        default="",
+        metavar="DIR",
+        help="a node's credentials directory (default: MESH_TLS_DIR, else the node that "
+        "`mesh-llm serve` runs on this machine)",
+    )
 
 
 def fail(message: str) -> int:
@@ -265,26 +298,30 @@ def run_discover(args: argparse.Namespace) -> int:
 
 
 def run_invite(args: argparse.Namespace) -> int:
-    from meshllm.core.config import BaseServiceSettings, load_settings
-    from meshllm.core.errors import MeshError
-    from meshllm.core.invite import InviteToken
+    from .admin import AdminError, invite
 
     try:
-        settings = load_settings(BaseServiceSettings)
-    except MeshError as exc:
-        return fail(exc.message)
-    secret = settings.secret.get_secret_value()
-    if not secret:
-        return fail("MESH_SECRET is empty: set it to the secret the mesh's services run with")
-    etcd = [e.strip() for e in args.etcd.split(",") if e.strip()]
-    if not etcd or not all(":" in e for e in etcd):
-        return fail(f"--etcd: expected HOST:PORT[,HOST:PORT], got '{args.etcd}'")
-    token = InviteToken(mesh_id=settings.mesh_id, etcd=etcd, secret=secret).encode()
-    if args.json:
-        print(json.dumps({"token": token, "mesh_id": settings.mesh_id, "etcd": etcd}))
-    else:
-        print(token)
-    return 0
+        return invite(args.credentials, args.ttl, args.uses, args.client, args.json)
+    except AdminError as exc:
+        return fail(str(exc))
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    from .admin import AdminError, revoke
+
+    try:
+        return revoke(args.credentials, args.node, args.json)
+    except AdminError as exc:
+        return fail(str(exc))
+
+
+def run_members(args: argparse.Namespace) -> int:
+    from .admin import AdminError, members
+
+    try:
+        return members(args.credentials, args.json)
+    except AdminError as exc:
+        return fail(str(exc))
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -341,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_discover(args)
     if args.command == "invite":
         return run_invite(args)
+    if args.command == "revoke":
+        return run_revoke(args)
+    if args.command == "members":
+        return run_members(args)
     if args.command == "inspect":
         return run_inspect(args)
     if args.command == "dev" and args.dev_command == "make-model":

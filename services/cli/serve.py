@@ -10,23 +10,24 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from meshllm.core import keys
+from meshllm.core import keys, pki
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.config import BaseServiceSettings, load_settings
 from meshllm.core.errors import MeshError, Unavailable
 from meshllm.core.invite import InvalidToken, InviteToken, decode_token
+from meshllm.core.pki import check_node_name
 from meshllm.core.process import ChildProcess
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
@@ -39,6 +40,8 @@ from meshllm.worker.settings import SupervisorSettings, WorkerSettings
 
 from .discovery import Announcer, discover
 from .etcd import EtcdServer, free_port
+from .local import RunningNode, default_node_name
+from .membership import Founder, MembershipError, MeshAccess, join
 from .network import bind_address, lan_address, local_address
 
 
@@ -127,6 +130,7 @@ class StoreService:
     name: str = "etcd"
     crashes: list[float] = field(default_factory=list)
     stop_grace_s: float = 5.0
+    busy: bool = False  # restarting on purpose (expose): not a crash
 
     @property
     def process(self) -> ChildProcess:
@@ -154,23 +158,36 @@ class Stack:
         self.opts = opts
         self.console = console
         self.services: list[Service | StoreService] = []  # in start order
+        self.store: StoreService | None = None
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # run after the children stop
         base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
         self.state_dir = Path(base)
         self.log_dir = self.state_dir / "logs"
 
-    async def start_etcd(self, host: str) -> str:
-        if self.opts.etcd:
-            return self.opts.etcd
+    async def start_store(self, etcd: EtcdServer) -> None:
         self.console.say("starting the mesh's etcd on this machine (pass --etcd to use your own)")
+        self.store = StoreService(etcd)
+        self.services.append(self.store)
         try:
-            etcd = EtcdServer(
-                self.state_dir / "etcd", host=host, log_path=self.log_dir / "etcd.log"
-            )
-            self.services.append(StoreService(etcd))
             await etcd.start()
         except Unavailable as exc:
             raise ServeError(exc.message) from exc
-        return etcd.endpoint
+
+    async def expose_store(self) -> None:
+        """The first node from elsewhere joined: etcd listens beyond loopback from now on
+        (restarted on the same data; the supervisor leaves it alone meanwhile)."""
+        if self.store is None or self.store.server.exposed:
+            return
+        self.store.busy = True
+        try:
+            await self.store.server.expose()
+        finally:
+            self.store.busy = False
+        host = self.store.server.host
+        self.console.say(
+            f"a node joined from elsewhere: the mesh's etcd now listens on {host}",
+            event="store_exposed",
+        )
 
     async def start_service(
         self, kind: str, settings: BaseServiceSettings, extra_env: dict[str, str] | None = None
@@ -179,7 +196,7 @@ class Stack:
             name=kind,
             argv=[sys.executable, "-m", f"meshllm.{kind}"],
             env={**os.environ, **settings.to_env(), **(extra_env or {})},
-            ready_url=f"http://{local_address(settings.bind_host)}:{settings.http_port}/readyz",
+            ready_url=settings.probe_url,
             log_path=self.log_dir / f"{kind}.log",
             echo=self.opts.verbose,
         )
@@ -208,8 +225,14 @@ class Stack:
 
     async def stop(self) -> None:
         for service in reversed(self.services):
+            if service is self.store:
+                for close in self.closers:  # the authority's store connection, before etcd
+                    await close()
             if service.process is not None:
                 await service.process.stop(grace_s=service.stop_grace_s)
+        if self.store is None:
+            for close in self.closers:
+                await close()
 
 
 async def serve(opts: ServeOptions) -> int:
@@ -240,18 +263,20 @@ async def _run(
     stack: Stack, opts: ServeOptions, console: Console, llama_server: str, stop: asyncio.Event
 ) -> int:
     host = opts.host or lan_address()
-    token = opts.join or await find_mesh(opts, host, console) or await found_mesh(stack, opts, host)
+    token = opts.join or await find_mesh(opts, host, console)
+    access = await (join_mesh(stack, opts, host, token) if token else found_mesh(stack, opts, host))
     common = {
-        "etcd_endpoints": ",".join(token.etcd),
-        "mesh_id": token.mesh_id,
-        "secret": token.secret,
+        "etcd_endpoints": ",".join(access.etcd),
+        "mesh_id": access.mesh_id,
+        "tls_dir": str(access.credentials),
+        "etcd_tls": access.etcd_tls,
         "advertise_host": host,
         "bind_host": bind_address(host),
-        **({"node": opts.node} if opts.node else {}),
+        "node": access.node,
     }
     names: list[str] = []
     if not opts.client_only:
-        names = await start_node_services(stack, opts, console, llama_server, common)
+        names = await start_node_services(stack, opts, console, llama_server, common, access)
     await stack.start_service(
         "gateway",
         load_settings(
@@ -261,20 +286,46 @@ async def _run(
             console_port=opts.console_port,
         ),
     )
-    announce_ready(console, stack, opts, token)
+    running = RunningNode(
+        pid=os.getpid(),
+        mesh_id=access.mesh_id,
+        node=access.node,
+        role=access.role,
+        credentials=str(access.credentials),
+        api=f"http://localhost:{opts.port}/v1",
+    )
+    running.register()
+    announce_ready(console, stack, opts, access)
     tasks = [
         asyncio.create_task(
             announce_models(f"http://{local_address(opts.api_host)}:{opts.port}", names, console)
         )
     ]
-    if token.extra.get("published") == "1":
-        tasks.append(asyncio.create_task(publish(token, host, opts, console)))
+    published = access.invites.get(pki.NODE) or token
+    if published is not None and published.extra.get("published") == "1":
+        tasks.append(asyncio.create_task(publish(published, access, host, opts, console)))
     try:
         return await watch_children(stack, stop)
     finally:
+        running.unregister()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def join_mesh(stack: Stack, opts: ServeOptions, host: str, token: InviteToken) -> MeshAccess:
+    if token.role == pki.CLIENT and not opts.client_only:
+        raise ServeError(
+            "this invite token is for API clients: run `mesh-llm client --join TOKEN`, or ask "
+            "for a serving node's token (mesh-llm invite)"
+        )
+    stack.console.say(f"joining mesh '{token.mesh_name or token.mesh_id}' …")
+    try:
+        return await join(
+            token, opts.node or default_node_name(), host, stack.state_dir / "credentials"
+        )
+    except MembershipError as exc:
+        raise ServeError(str(exc)) from exc
 
 
 async def find_mesh(opts: ServeOptions, host: str, console: Console) -> InviteToken | None:
@@ -302,29 +353,32 @@ async def find_mesh(opts: ServeOptions, host: str, console: Console) -> InviteTo
     raise ServeError("the meshes announced nearby carry no valid invite token; use --join")
 
 
-async def publish(token: InviteToken, host: str, opts: ServeOptions, console: Console) -> None:
+async def publish(
+    token: InviteToken, access: MeshAccess, host: str, opts: ServeOptions, console: Console
+) -> None:
     """Announce the mesh on the local network, refreshing its node and model counts. A
     failure here (no multicast on that interface) is reported and serving goes on."""
     try:
-        await _announce(token, host, opts)
+        await _announce(token, access, host, opts)
     except (OSError, MeshError) as exc:
         console.say(
             f"warning: cannot announce the mesh on {host}: {exc}", event="warning", message=str(exc)
         )
 
 
-async def _announce(token: InviteToken, host: str, opts: ServeOptions) -> None:
+async def _announce(token: InviteToken, access: MeshAccess, host: str, opts: ServeOptions) -> None:
     announcer = Announcer(
         host,
         token.mesh_name,
         token.mesh_id,
-        opts.node or socket.gethostname(),
+        access.node,
         token.encode(),
         opts.port,
     )
     await announcer.start()
     try:
-        async with EtcdStore.connect(token.etcd) as store:
+        credentials = access.tls if access.etcd_tls else None
+        async with EtcdStore.connect(access.etcd, credentials=credentials) as store:
             while True:
                 await announcer.update(*await mesh_counts(store, token.mesh_id))
                 await asyncio.sleep(5)
@@ -341,29 +395,52 @@ async def mesh_counts(store: EtcdStore, mesh_id: str) -> tuple[int, int]:
     return len(nodes), len({e.model for e in endpoints.values()})
 
 
-async def found_mesh(stack: Stack, opts: ServeOptions, host: str) -> InviteToken:
-    """The first box: the mesh's etcd runs here, and a new mesh id and secret are made."""
+async def found_mesh(stack: Stack, opts: ServeOptions, host: str) -> MeshAccess:
+    """The first box: the mesh's CA, authority and etcd run here."""
     if opts.client_only:
         raise ServeError("an API client joins a mesh: pass --join TOKEN or --auto")
-    etcd = await stack.start_etcd(host)
-    published = {"published": "1"} if opts.publish or opts.mesh_name else {}
-    return InviteToken(
-        mesh_id=f"m-{secrets.token_hex(6)}",
-        etcd=etcd.split(","),
-        secret=secrets.token_urlsafe(24),
-        mesh_name=opts.mesh_name,
-        extra=published,
-    )
+    try:
+        check_node_name(opts.node or default_node_name())
+    except MeshError as exc:
+        raise ServeError(f"--node: {exc.message}") from exc
+    founder = Founder(stack.state_dir, opts.node or default_node_name(), host)
+    stack.closers.append(founder.close)
+    mesh_id = founder.prepare()
+    try:
+        if opts.etcd:
+            etcd = opts.etcd.split(",")
+        else:
+            server = founder.etcd_server(stack.state_dir / "etcd", stack.log_dir / "etcd.log")
+            await stack.start_store(server)
+            etcd = [server.endpoint]
+        access = await founder.open(
+            mesh_id,
+            etcd,
+            mesh_name=opts.mesh_name,
+            external_store=bool(opts.etcd),
+            expose_store=stack.expose_store,
+        )
+        access.invites = await founder.mint_startup_invites(opts.publish or bool(opts.mesh_name))
+    except MeshError as exc:
+        raise ServeError(exc.message) from exc
+    except MembershipError as exc:
+        raise ServeError(str(exc)) from exc
+    return access
 
 
 async def start_node_services(
-    stack: Stack, opts: ServeOptions, console: Console, llama_server: str, common: dict[str, object]
+    stack: Stack,
+    opts: ServeOptions,
+    console: Console,
+    llama_server: str,
+    common: dict[str, object],
+    access: MeshAccess,
 ) -> list[str]:
     registry = load_settings(
         RegistrySettings, **common, grpc_port=free_port(), http_port=free_port()
     )
     await stack.start_service("registry", registry)
-    names = await register_models(opts.models, registry, console)
+    names = await register_models(opts.models, registry, access.tls, console)
     await stack.start_service(
         "scheduler",
         load_settings(
@@ -381,6 +458,7 @@ async def start_node_services(
             **common,
             grpc_port=free_port(),
             http_port=free_port(),
+            relay_port=free_port(str(common["bind_host"])),
             device=opts.device,
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
             models=",".join(opts.models),
@@ -395,40 +473,46 @@ async def start_node_services(
     return names
 
 
-def announce_ready(console: Console, stack: Stack, opts: ServeOptions, token: InviteToken) -> None:
+def announce_ready(console: Console, stack: Stack, opts: ServeOptions, access: MeshAccess) -> None:
     api = f"http://localhost:{opts.port}/v1"
-    invite = token.encode()
     lines = [
-        f"\nMesh LLM is up ({'API client' if opts.client_only else 'serving node'}).",
+        f"\nMesh LLM is up ({'API client' if opts.client_only else 'serving node'} "
+        f"{access.node} in mesh {access.mesh_name or access.mesh_id}).",
         f"  API:     {api}",
     ]
     if opts.console_port:
         lines.append(f"  console: http://localhost:{opts.console_port}")
     lines.append(f"  logs:    {stack.log_dir}")
-    if opts.join is None:
+    node_token, client_token = access.invites.get(pki.NODE), access.invites.get(pki.CLIENT)
+    if node_token is not None and client_token is not None:
         lines += [
             "",
-            "Add machines to this mesh with:",
-            f"  mesh-llm serve --join {invite}     (serves models)",
-            f"  mesh-llm client --join {invite}    (API only)",
-            "The token lets its holder join and use the mesh: share it like a password.",
+            "Add machines to this mesh (these invites expire in 24 h; mint more with "
+            "`mesh-llm invite`):",
+            f"  mesh-llm serve --join {node_token.encode()}",
+            f"  mesh-llm client --join {client_token.encode()}    (API only)",
+            "An invite lets its holder join the mesh: share it like a password.",
         ]
     console.say(
         "\n".join(lines),
         event="ready",
         api=api,
-        token=invite,
-        mesh=token.mesh_id,
+        mesh=access.mesh_id,
+        node=access.node,
+        role=access.role,
+        token=node_token.encode() if node_token else "",
+        client_token=client_token.encode() if client_token else "",
         console=f"http://localhost:{opts.console_port}",
         logs=str(stack.log_dir),
+        credentials=str(access.credentials),
     )
 
 
 async def register_models(
-    models: list[str], registry: RegistrySettings, console: Console
+    models: list[str], registry: RegistrySettings, credentials: pki.Credentials, console: Console
 ) -> list[str]:
     names = []
-    async with RegistryClient(f"127.0.0.1:{registry.grpc_port}") as client:
+    async with RegistryClient(f"127.0.0.1:{registry.grpc_port}", credentials) as client:
         for value in models:
             ref = model_reference(value)
             if "name" in ref and ALIASES.get(value, value) in BUILTIN:
@@ -493,6 +577,7 @@ async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
             for service in stack.services:
                 child = service.process
                 busy = service.name in restarting and not restarting[service.name].done()
+                busy = busy or getattr(service, "busy", False)
                 if child is None or child.running or busy:
                     continue
                 delay = record_crash(service, stack.console)

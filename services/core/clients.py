@@ -9,6 +9,7 @@ import random
 from . import keys
 from .errors import Unavailable
 from .grpc import make_channel, map_rpc_errors
+from .pki import Credentials
 from .proto.mesh.v1 import common_pb2 as pb
 from .proto.mesh.v1 import registry_pb2 as rpb
 from .proto.mesh.v1 import registry_pb2_grpc, scheduler_pb2_grpc
@@ -26,14 +27,18 @@ async def find_service(store: EtcdStore, mesh: str, kind: str, node: str = "") -
 
 
 class RegistryClient:
-    def __init__(self, address: str, timeout_s: float = 600.0) -> None:
-        self._channel = make_channel(address)
+    def __init__(
+        self, address: str, credentials: Credentials | None = None, timeout_s: float = 600.0
+    ) -> None:
+        self._channel = make_channel(address, credentials)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._timeout_s = timeout_s
 
     @classmethod
-    async def discover(cls, store: EtcdStore, mesh: str, node: str) -> RegistryClient:
-        return cls(await find_service(store, mesh, "registry", node))
+    async def discover(
+        cls, store: EtcdStore, mesh: str, node: str, credentials: Credentials | None = None
+    ) -> RegistryClient:
+        return cls(await find_service(store, mesh, "registry", node), credentials)
 
     async def register(self, *, path: str = "", name: str = "", alias: str = "") -> pb.CatalogEntry:
         with map_rpc_errors("RegisterModel"):
@@ -54,6 +59,11 @@ class RegistryClient:
             reply = await self._stub.InspectModel(rpb.InspectModelRequest(path=path), timeout=60)
         return reply.facts
 
+    async def list(self) -> list[pb.CatalogEntry]:
+        with map_rpc_errors("ListModels"):
+            reply = await self._stub.ListModels(rpb.ListModelsRequest(), timeout=30)
+        return list(reply.entries)
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -72,8 +82,8 @@ def model_reference(value: str) -> dict[str, str]:
 
 
 class SchedulerClient:
-    def __init__(self, address: str) -> None:
-        self._channel = make_channel(address)
+    def __init__(self, address: str, credentials: Credentials | None = None) -> None:
+        self._channel = make_channel(address, credentials)
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
 
     async def plan(self) -> spb.GetPlanResponse:

@@ -13,7 +13,8 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -25,6 +26,7 @@ from pydantic_settings import (
 
 from .errors import InvalidRequest
 from .invite import decode_token
+from .pki import Credentials
 
 ENV_PREFIX = "MESH_"
 NESTED_DELIMITER = "__"
@@ -40,13 +42,23 @@ class BaseServiceSettings(BaseSettings):
 
     join: SecretStr = Field(
         SecretStr(""),
-        description="invite token: the mesh id, etcd endpoints and secret in one value; "
+        description="invite token: the mesh id and etcd endpoints are taken from it; "
         "settings given explicitly (and not empty) win over the token's",
     )
     mesh_id: str = Field("default", description="name of the mesh; every key lives under it")
     node: str = Field(default_factory=socket.gethostname, description="this machine's node id")
     etcd_endpoints: str = Field("127.0.0.1:2379", description="comma-separated host:port list")
-    secret: SecretStr = Field(SecretStr(""), description="shared secret for the worker relay")
+    tls_dir: str = Field(
+        "",
+        description="this node's credentials (ca.crt, node.crt, node.key): mutual TLS for "
+        "etcd, gRPC and the worker relay; without them those listen on loopback only",
+    )
+    etcd_tls: bool = Field(
+        True, description="reach etcd with the node's certificate (when tls_dir is given)"
+    )
+    probe_host: str = Field(
+        "127.0.0.1", description="address of the probe and metrics port (http_port)"
+    )
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
     bind_host: str = Field("127.0.0.1", description="address this service listens on")
@@ -54,6 +66,8 @@ class BaseServiceSettings(BaseSettings):
     grpc_port: int = 0
     http_port: int = 0
     lease_ttl_s: int = Field(3, ge=1, le=60)
+    # gRPC (and a worker's relay) listen on bind_host: beyond loopback only with TLS
+    exposes_mesh_ports: ClassVar[bool] = True
     shutdown_grace_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="before")
@@ -65,11 +79,7 @@ class BaseServiceSettings(BaseSettings):
         if not token_text:
             return values
         token = decode_token(token_text)
-        from_token = {
-            "mesh_id": token.mesh_id,
-            "etcd_endpoints": ",".join(token.etcd),
-            "secret": token.secret,
-        }
+        from_token = {"mesh_id": token.mesh_id, "etcd_endpoints": ",".join(token.etcd)}
         # a setting left empty (as a compose file's ${VAR:-} leaves it) counts as not given
         return {**values, **{k: v for k, v in from_token.items() if not values.get(k)}}
 
@@ -91,6 +101,20 @@ class BaseServiceSettings(BaseSettings):
     @property
     def etcd_endpoint_list(self) -> list[str]:
         return [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+
+    @property
+    def credentials(self) -> Credentials | None:
+        return Credentials(Path(self.tls_dir)).check() if self.tls_dir else None
+
+    @property
+    def etcd_credentials(self) -> Credentials | None:
+        return self.credentials if self.etcd_tls else None
+
+    @property
+    def probe_url(self) -> str:
+        """Where this machine reaches the service's /readyz."""
+        host = "127.0.0.1" if self.probe_host in ("0.0.0.0", "") else self.probe_host
+        return f"http://{host}:{self.http_port}/readyz"
 
     @property
     def grpc_address(self) -> str:

@@ -3,6 +3,8 @@
     MeshError
     ├── NotFound            NOT_FOUND           404  model, worker or instance unknown
     ├── Unavailable         UNAVAILABLE         503  no ready replica, draining, store down
+    ├── Unauthorized        UNAUTHENTICATED     401  no or wrong credentials
+    ├── Forbidden           PERMISSION_DENIED   403  credentials that may not do this
     ├── InvalidRequest      INVALID_ARGUMENT    400  bad input: body, flag, file
     │   ├── RequestTimeout  INVALID_ARGUMENT    408  the client took too long to send
     │   └── PayloadTooLarge INVALID_ARGUMENT    413  body (or 431: headers) over the limit
@@ -50,6 +52,20 @@ class NotFound(MeshError):
     http_status = 404
     openai_type = "invalid_request_error"
     default_code = "not_found"
+
+
+class Unauthorized(MeshError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    openai_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class Forbidden(MeshError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    openai_type = "invalid_request_error"
+    default_code = "forbidden"
 
 
 class Unavailable(MeshError):
@@ -107,6 +123,8 @@ _BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.RESOURCE_EXHAUSTED: CapacityExhausted,
     grpc.StatusCode.DEADLINE_EXCEEDED: UpstreamTimeout,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
+    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
 }
 
 

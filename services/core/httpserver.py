@@ -4,6 +4,8 @@ connection or a worker forever, and every error it answers is JSON in OpenAI's s
 - `BoundedHttpProtocol`: a deadline for a request's headers (uvicorn waits forever for a
   client that connects and sends nothing, or sends its headers a byte at a time), limits on
   their number and size (431), and JSON bodies for the errors the protocol answers itself;
+- the peer's TLS client certificate, when there is one, in the scope as ASGI's `tls`
+  extension (`client_cert_chain`, PEM), which uvicorn itself does not fill in;
 - `ErrorShield`: an ASGI wrapper that turns a bug anywhere below it into a logged traceback
   and a 500 JSON answer, never a text/plain traceback or a dropped connection.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -37,9 +40,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     _header_deadline: asyncio.TimerHandle | None = None
     _rejection: MeshError | None = None
     _header_bytes = 0
+    _client_cert: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._client_cert = peer_certificate(transport)
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -65,6 +70,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_deadline()
         super().on_headers_complete()
+        if self._client_cert is not None:  # the request's task has not run yet
+            extensions = self.scope.setdefault("extensions", {})
+            extensions["tls"] = {"client_cert_chain": [self._client_cert]}
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse (and to our limits), as JSON."""
@@ -94,6 +102,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 "closing a connection whose request headers took over %.0fs", self.header_timeout_s
             )
             self.transport.close()
+
+
+def peer_certificate(transport: asyncio.BaseTransport) -> str | None:
+    """The verified client certificate of a TLS connection, PEM; None without one."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return ssl.DER_cert_to_PEM_cert(der) if der else None
 
 
 _REASONS = {400: "Bad Request", 431: "Request Header Fields Too Large"}

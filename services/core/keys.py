@@ -9,8 +9,13 @@
     /mesh/<mesh>/placement/<model>                    PlacementStatus   the leader's lease
     /mesh/<mesh>/endpoints/<model>/<instance>         Endpoint          worker's lease
     /mesh/<mesh>/leader/scheduler                     instance name     the leader's lease
+    /mesh-auth/<mesh>/members/<node>                  Member            no lease
+    /mesh-auth/<mesh>/revoked/<serial>                Revocation        no lease
+    /mesh-auth/<mesh>/invites/<id>                    Invite            no lease
 
-Model names may contain '/', so they are percent-encoded inside keys.
+Model names may contain '/', so they are percent-encoded inside keys. The authority's records
+live outside /mesh/<mesh>/ because etcd's permissions are ranges that can only be added: a node
+may write anything under /mesh/<mesh>/ but only read /mesh-auth/<mesh>/.
 """
 
 from __future__ import annotations
@@ -103,6 +108,34 @@ def endpoint(mesh: str, model: str, instance_id: str) -> str:
 
 def leader(mesh: str, role: str) -> str:
     return _root(mesh) + f"leader/{_part(role)}"
+
+
+def auth_root(mesh: str) -> str:
+    return f"/mesh-auth/{_part(mesh)}/"
+
+
+def members(mesh: str) -> str:
+    return auth_root(mesh) + "members/"
+
+
+def member(mesh: str, node: str) -> str:
+    return members(mesh) + _part(node)
+
+
+def revocations(mesh: str) -> str:
+    return auth_root(mesh) + "revoked/"
+
+
+def revocation(mesh: str, serial: int) -> str:
+    return revocations(mesh) + str(serial)
+
+
+def invites(mesh: str) -> str:
+    return auth_root(mesh) + "invites/"
+
+
+def invite(mesh: str, invite_id: str) -> str:
+    return invites(mesh) + _part(invite_id)
 
 
 def last_segment(key: str) -> str:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -21,6 +22,7 @@ import grpc
 import uvicorn
 
 from .httpserver import HEADER_TIMEOUT_S, BoundedHttpProtocol, ErrorShield
+from .pki import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +103,19 @@ class EmbeddedUvicorn:
         port: int,
         *,
         header_timeout_s: float = HEADER_TIMEOUT_S,
+        tls: Credentials | None = None,
         **options: object,
     ) -> None:
+        """With `tls`, HTTPS that requires a client certificate from the mesh's CA; the app
+        finds the peer's certificate in the scope (core/httpserver.py)."""
+        if tls is not None:
+            options = {
+                **options,
+                "ssl_certfile": str(tls.cert_path),
+                "ssl_keyfile": str(tls.key_path),
+                "ssl_ca_certs": str(tls.ca_path),
+                "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            }
         protocol = type(
             "HttpProtocol", (BoundedHttpProtocol,), {"header_timeout_s": header_timeout_s}
         )

@@ -9,20 +9,22 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
 import grpc
 
 from . import keys
+from .access import RevokedSerials, check_exposure
 from .config import BaseServiceSettings, load_settings
 from .errors import MeshError
-from .grpc import make_server, set_serving
+from .grpc import ServerSecurity, make_server, set_serving
 from .lifecycle import Component, EmbeddedUvicorn, GrpcServer, run_service
 from .logging import configure_logging
+from .pki import Credentials
 from .probes import create_probe_app
 from .proto.mesh.v1 import common_pb2 as pb
-from .store import EtcdStore, LeaseKeeper
+from .store import EtcdStore, LeaseKeeper, PrefixCache
 
 logger = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -35,6 +37,8 @@ class ServiceContext:
     settings: BaseServiceSettings
     store: EtcdStore
     lease: LeaseKeeper
+    credentials: Credentials | None = None  # mutual TLS for every door of the mesh
+    revoked: Container[int] = frozenset()  # serials the mesh no longer accepts
     grpc_address: str = ""  # set once the gRPC server listens
 
 
@@ -43,7 +47,7 @@ class ServiceParts:
     register: Callable[[grpc.aio.Server], None] | None = None
     components: list[Component] = field(default_factory=list)
     ready: Callable[[], str | None] = lambda: None
-    http_app: object | None = None  # an ASGI app that serves the probes itself
+    http_app: object | None = None  # the service's own ASGI app on bind_host (it answers probes)
     announce: bool = True  # write a ServiceRecord under /services/<kind>/
 
 
@@ -60,23 +64,44 @@ async def run_grpc_service(
 ) -> None:
     """`store_required=False`: a service that can be of use without etcd (the gateway
     answers, and serves once its caches have loaded) starts even while etcd is away."""
-    async with EtcdStore.connect(settings.etcd_endpoint_list, required=store_required) as store:
+    credentials = settings.credentials
+    async with EtcdStore.connect(
+        settings.etcd_endpoint_list,
+        required=store_required,
+        credentials=settings.etcd_credentials,
+    ) as store:
         lease = LeaseKeeper(store, settings.lease_ttl_s)
         await lease.start(required=store_required)
-        ctx = ServiceContext(kind, instance_name(kind, settings.node), settings, store, lease)
-        parts = await build(ctx)
         components: list[Component] = [lease]
+        ctx = ServiceContext(
+            kind, instance_name(kind, settings.node), settings, store, lease, credentials
+        )
+        if credentials is not None:
+            revocations = PrefixCache(store, keys.revocations(settings.mesh_id), pb.Revocation)
+            ctx.revoked = RevokedSerials(lambda: revocations.items)
+            components.append(revocations)
+        parts = await build(ctx)
         grpc_address = ""
         if parts.register is not None:
+            security = (
+                ServerSecurity(credentials, settings.mesh_id, ctx.revoked)
+                if credentials is not None
+                else None
+            )
             server, health, port = make_server(
-                f"{settings.bind_host}:{settings.grpc_port}", parts.register
+                f"{settings.bind_host}:{settings.grpc_port}", parts.register, security
             )
             await server.start()
             await set_serving(health, True)
             grpc_address = ctx.grpc_address = f"{settings.advertise_host}:{port}"
             components.append(GrpcServer(server))
-        http_app = parts.http_app or create_probe_app(parts.ready)
-        components.append(EmbeddedUvicorn(http_app, settings.bind_host, settings.http_port))
+        if parts.http_app is not None:
+            components.append(
+                EmbeddedUvicorn(parts.http_app, settings.bind_host, settings.http_port)
+            )
+        else:
+            probes = create_probe_app(parts.ready)
+            components.append(EmbeddedUvicorn(probes, settings.probe_host, settings.http_port))
         if parts.announce:
             await lease.publish(
                 keys.service(settings.mesh_id, kind, ctx.instance),
@@ -86,7 +111,7 @@ async def run_grpc_service(
                     node=settings.node,
                     grpc_address=grpc_address,
                     version=VERSION,
-                    http_address=f"{settings.advertise_host}:{settings.http_port}",
+                    http_address=f"{settings.probe_host}:{settings.http_port}",
                 ),
             )
         logger.info(
@@ -111,6 +136,8 @@ def service_main(
     (a container's restart policy then retries), never a traceback."""
     try:
         settings = load_settings(settings_type)
+        if settings.exposes_mesh_ports:
+            check_exposure(f"{kind}'s gRPC and relay", settings.bind_host, settings.credentials)
     except MeshError as exc:
         print(f"{kind}: {exc.message}", file=sys.stderr)
         sys.exit(2)

@@ -8,20 +8,25 @@ every service builds on: `LeaseKeeper` (keys that live as long as this process) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.watcher
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from .errors import Unavailable
+from .grpc import channel_credentials
 from .lifecycle import LoopComponent
+from .pki import SERVER_NAME, Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,38 @@ def client_target(endpoints: list[str]) -> tuple[str, int]:
     return "ipv4:" + ",".join([*endpoints[:-1], host]), int(port)
 
 
+class TlsClient(aetcd.Client):
+    """aetcd opens only plaintext channels; this one presents the node's certificate and
+    trusts only the mesh's CA (etcd takes the certificate's CN as the user name)."""
+
+    def __init__(self, credentials: Credentials, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            options = [*self._options.items(), ("grpc.ssl_target_name_override", SERVER_NAME)]
+            self.channel = aetcd.rpc.secure_channel(
+                f"{self._host}:{self._port}", channel_credentials(self._credentials), options
+            )
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=None
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
 class EtcdStore:
     def __init__(self, client: aetcd.Client, *, reachable: bool = True) -> None:
         self._client = client
@@ -64,14 +101,19 @@ class EtcdStore:
         wait_s: float | None = None,
         rpc_timeout_s: int = 5,
         required: bool = True,
+        credentials: Credentials | None = None,
     ) -> AsyncIterator[EtcdStore]:
-        """A connected store. Unreachable for `wait_s` (15 s, or 2 s when not required):
-        Unavailable, unless not `required`, when the store is handed out anyway and every
-        call fails until etcd is back."""
+        """A connected store, over mutual TLS given this node's `credentials`. Unreachable
+        for `wait_s` (15 s, or 2 s when not required): Unavailable, unless not `required`,
+        when the store is handed out anyway and every call fails until etcd is back."""
         if wait_s is None:
             wait_s = 15.0 if required else 2.0
         host, port = client_target(endpoints)
-        client = aetcd.Client(host=host, port=port, timeout=rpc_timeout_s)
+        client = (
+            aetcd.Client(host=host, port=port, timeout=rpc_timeout_s)
+            if credentials is None
+            else TlsClient(credentials, host=host, port=port, timeout=rpc_timeout_s)
+        )
         reachable = True
         try:
             try:
@@ -120,6 +162,16 @@ class EtcdStore:
         ok, _ = await self._client.transaction(
             compare=[tx.create(key.encode()) == 0],
             success=[tx.put(key.encode(), value, lease=lease)],
+            failure=[],
+        )
+        return bool(ok)
+
+    async def replace_if_unchanged(self, key: str, old: bytes, new: bytes) -> bool:
+        """Put `new` only while the key still holds `old` (a compare-and-swap)."""
+        tx = self._client.transactions
+        ok, _ = await self._client.transaction(
+            compare=[tx.value(key.encode()) == old],
+            success=[tx.put(key.encode(), new)],
             failure=[],
         )
         return bool(ok)
@@ -322,3 +374,70 @@ class PrefixCache(LoopComponent, Generic[M]):
     def _notify(self) -> None:
         for listener in self.listeners:
             listener()
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    prefix: str
+    write: bool  # read and write; else read only
+
+
+class StoreAuth:
+    """etcd's users and roles, for the mesh's authority (connected as etcd's root user).
+    A node's etcd user is named like its certificate's CN, which is how etcd knows who a
+    client certificate belongs to."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        self._stub = aetcd.rpc.AuthStub(store._client.channel)
+        self._timeout = 5
+
+    async def enable(self) -> None:
+        """Auth on (a no-op when it already is; etcd 3.4 has no AuthStatus to ask first)."""
+        await self._stub.AuthEnable(aetcd.rpc.AuthEnableRequest(), timeout=self._timeout)
+
+    async def define_role(self, name: str, ranges: list[KeyRange]) -> None:
+        """The role with exactly these permissions (added, or completed if it exists)."""
+        with contextlib.suppress(grpc.aio.AioRpcError):  # it already exists
+            await self._stub.RoleAdd(aetcd.rpc.AuthRoleAddRequest(name=name), timeout=self._timeout)
+        for item in ranges:
+            permission = aetcd.rpc.Permission(
+                permType=aetcd.rpc.Permission.READWRITE
+                if item.write
+                else aetcd.rpc.Permission.READ,
+                key=item.prefix.encode(),
+                range_end=_prefix_end(item.prefix.encode()),
+            )
+            await self._stub.RoleGrantPermission(
+                aetcd.rpc.AuthRoleGrantPermissionRequest(name=name, perm=permission),
+                timeout=self._timeout,
+            )
+
+    async def users(self) -> set[str]:
+        reply = await self._stub.UserList(aetcd.rpc.AuthUserListRequest(), timeout=self._timeout)
+        return set(reply.users)
+
+    async def add_user(self, name: str, role: str) -> None:
+        """A user that authenticates only by certificate (no password), holding `role`."""
+        if name not in await self.users():
+            await self._stub.UserAdd(
+                aetcd.rpc.AuthUserAddRequest(
+                    name=name, options=aetcd.rpc.UserAddOptions(no_password=True)
+                ),
+                timeout=self._timeout,
+            )
+        await self._stub.UserGrantRole(
+            aetcd.rpc.AuthUserGrantRoleRequest(user=name, role=role), timeout=self._timeout
+        )
+
+    async def delete_user(self, name: str) -> bool:
+        if name not in await self.users():
+            return False
+        await self._stub.UserDelete(
+            aetcd.rpc.AuthUserDeleteRequest(name=name), timeout=self._timeout
+        )
+        return True
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """etcd's range end for "every key starting with prefix"."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])

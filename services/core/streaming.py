@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -64,6 +65,16 @@ def upstream_session(**connector: Any) -> aiohttp.ClientSession:
     so connections toward it are not reused."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(force_close=True, limit=0, **connector),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        auto_decompress=False,
+    )
+
+
+def relay_session(context: ssl.SSLContext | None) -> aiohttp.ClientSession:
+    """Toward other nodes' worker relays (uvicorn keeps connections alive properly): pooled
+    keep-alive connections, so a TLS handshake is paid once per connection, not per request."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=context if context is not None else True),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         auto_decompress=False,
     )

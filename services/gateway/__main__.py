@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
-from meshllm.core.streaming import upstream_session
+from meshllm.core.streaming import relay_session, upstream_session
 
 from .app import GatewayApp, create_api
 from .console import create_console
@@ -18,16 +18,18 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     settings = ctx.settings
     assert isinstance(settings, GatewaySettings)
     table = EndpointTable(ctx.store, settings.mesh_id)
-    session = upstream_session()
+    local = upstream_session()
+    credentials = ctx.credentials
+    relays = relay_session(credentials.client_context(check_name=False) if credentials else None)
     proxy = Proxy(
         settings.proxy,
         settings.node,
-        settings.secret.get_secret_value(),
         table,
         Router(settings.proxy.suspect_for_s),
-        lambda: session,
+        lambda: local,
+        lambda: relays,
     )
-    components = [Closer(session), *table.caches]
+    components = [Closer(local), Closer(relays), *table.caches]
     if settings.console_port:
         console, caches = create_console(ctx.store, settings.mesh_id, table)
         components += [*caches, EmbeddedUvicorn(console, settings.bind_host, settings.console_port)]

@@ -195,23 +195,24 @@ class Proxy:
         self,
         settings: ProxySettings,
         node: str,
-        secret: str,
         table: EndpointTable,
         router: Router,
-        session: Callable[[], aiohttp.ClientSession],
+        local: Callable[[], aiohttp.ClientSession],
+        relay: Callable[[], aiohttp.ClientSession],
     ) -> None:
+        """`local` reaches llama-server on this node; `relay` reaches other nodes' worker
+        relays (pooled, with this node's certificate when the mesh runs TLS)."""
         self._settings = settings
         self._node = node
-        self._secret = secret
         self._table = table
         self._router = router
-        self._session = session
+        self._local = local
+        self._relay = relay
 
-    def target(self, endpoint: pb.Endpoint, route: str) -> tuple[str, dict[str, str]]:
+    def target(self, endpoint: pb.Endpoint, route: str) -> tuple[str, aiohttp.ClientSession]:
         if endpoint.node == self._node and not self._settings.force_relay:
-            return endpoint.local_url + route, {}
-        url = f"{endpoint.relay_url}/relay/{endpoint.instance_id}{route}"
-        return url, {"authorization": f"Bearer {self._secret}"}
+            return endpoint.local_url + route, self._local()
+        return f"{endpoint.relay_url}/relay/{endpoint.instance_id}{route}", self._relay()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         started = time.perf_counter()
@@ -300,15 +301,15 @@ class Proxy:
         """The replica's successful answer, or the failure to try the next replica after.
         Raises what ends the request: the client leaving, a timeout (the replica may still be
         working on it), a rejection of the input."""
-        url, extra = self.target(endpoint, route)
+        url, session = self.target(endpoint, route)
         self._router.started(endpoint)
         try:
             opened = await client.guard(
                 open_upstream(
-                    self._session(),
+                    session,
                     url,
                     body,
-                    forward_headers(headers, {**extra, "x-request-id": rid}),
+                    forward_headers(headers, {"x-request-id": rid}),
                     connect_timeout_s=self._settings.connect_timeout_s,
                     first_byte_timeout_s=self._settings.first_byte_timeout_s,
                 )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from meshllm.core.config import BaseServiceSettings, Section
@@ -23,3 +25,9 @@ class GatewaySettings(BaseServiceSettings):
     console_port: int = Field(3131, description="console and management API; 0 = off")
     grpc_port: int = 0
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    exposes_mesh_ports: ClassVar[bool] = False  # bind_host is the API's address
+
+    @property
+    def probe_url(self) -> str:  # the API answers the probes itself, on bind_host
+        host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
+        return f"http://{host}:{self.http_port}/readyz"

@@ -14,7 +14,7 @@ from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
 from .gguf_header import GgufArray, GgufHeader, read_header
 
 GGUF_MAGIC = b"GGUF"
-_PREVIEW_BYTES = 8
+_HEAD_BYTES = 64  # enough for the version and a hint at what a non-GGUF file is
 # Projector files (mmproj) keep their per-encoder keys under these prefixes.
 _CLIP_PREFIXES = ("clip.vision", "clip.audio")
 _VISION_ARCHS = frozenset({"clip", "mmproj"})
@@ -100,15 +100,13 @@ def _check_file(file: Path) -> int:
     try:
         size = file.stat().st_size
         with file.open("rb") as fh:
-            head = fh.read(len(GGUF_MAGIC) + _PREVIEW_BYTES)
+            head = fh.read(_HEAD_BYTES)
     except OSError as exc:
         raise GgufError(f"{file} cannot be read: {exc.strerror or exc}") from exc
     if size == 0:
         raise GgufError(f"{file} is empty; re-download or regenerate it")
     if not head.startswith(GGUF_MAGIC):
-        raise GgufError(
-            f"{file} is not a GGUF file (it starts with {_preview(head)}); pass a .gguf model file"
-        )
+        raise GgufError(f"{file} is not a GGUF file{_looks_like(head)}; pass a .gguf model file")
     _check_version(file, head)
     return size
 
@@ -127,12 +125,17 @@ def _check_version(file: Path, head: bytes) -> None:
         )
 
 
-def _preview(head: bytes) -> str:
-    shown = head[:_PREVIEW_BYTES]
-    more = "…" if len(head) > _PREVIEW_BYTES else ""
-    if all(32 <= b < 127 for b in shown):
-        return f"'{shown.decode('ascii')}{more}'"
-    return f"bytes {shown.hex(' ')}{more}"
+def _looks_like(head: bytes) -> str:
+    """A hint at what a file that is not GGUF holds, without quoting it (an error may travel
+    to another node, and the file may be anything)."""
+    start = head.lstrip()[:1]
+    if start == b"<":
+        return " (it looks like an HTML or XML page: a failed download?)"
+    if start in (b"{", b"["):
+        return " (it looks like JSON)"
+    if head.startswith(b"version https://git-lfs"):
+        return " (it is a Git LFS pointer: fetch the real file with git lfs pull)"
+    return ""
 
 
 def _open_header(file: Path, size: int) -> GgufHeader:

@@ -8,7 +8,8 @@ from pathlib import Path
 import grpc
 
 from meshllm.core import keys
-from meshllm.core.errors import InvalidRequest, NotFound
+from meshllm.core.errors import Forbidden, InvalidRequest, NotFound
+from meshllm.core.grpc import peer_identity
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
@@ -65,6 +66,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         if bool(request.path) == bool(request.name):
             raise InvalidRequest("give exactly one of a GGUF path and a model name")
         if request.path:
+            self._check_own_node(context)
             path = Path(request.path).expanduser().resolve()
             source = pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_PATH, path=str(path))
             name = request.alias or catalog.name_from_path(path)
@@ -108,7 +110,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def InspectModel(
         self, request: rpb.InspectModelRequest, context: grpc.aio.ServicerContext
     ) -> rpb.InspectModelResponse:
-        return rpb.InspectModelResponse(facts=await inspect(Path(request.path).expanduser()))
+        path = Path(request.path).expanduser().resolve()
+        if not await self._may_read(path):
+            raise Forbidden(
+                "this registry reads only files under its model folders or registered on its node",
+                param="path",
+            )
+        return rpb.InspectModelResponse(facts=await inspect(path))
+
+    def _check_own_node(self, context: grpc.aio.ServicerContext) -> None:
+        """A file is registered by path only from its own node: no other node may make this
+        registry open a path of its choosing."""
+        peer = peer_identity(context)
+        if peer is not None and peer.node != self._settings.node:
+            raise Forbidden(
+                f"only node {self._settings.node} may register its files by path; "
+                "other nodes register models by name",
+                param="path",
+            )
+
+    async def _may_read(self, path: Path) -> bool:
+        folders = (self._models_dir.resolve(), self._cache_dir.resolve())
+        if any(path.is_relative_to(folder) for folder in folders):
+            return True
+        files, _ = await self._store.get_prefix(keys.files(self._settings.mesh_id), pb.ModelFile)
+        return any(f.node == self._settings.node and Path(f.path) == path for f in files.values())
 
     async def ListModels(
         self, request: rpb.ListModelsRequest, context: grpc.aio.ServicerContext

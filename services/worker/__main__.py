@@ -6,8 +6,8 @@ import asyncio
 import logging
 import os
 
-from meshllm.core.lifecycle import Closer, LoopComponent
-from meshllm.core.probes import create_probe_app
+from meshllm.core.access import check_exposure
+from meshllm.core.lifecycle import Closer, EmbeddedUvicorn, LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
@@ -60,7 +60,10 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         binary.origin,
     )
     session = upstream_session()
-    relay_url = f"http://{settings.advertise_host}:{settings.http_port}"
+    credentials = ctx.credentials
+    check_exposure("the worker relay", settings.bind_host, credentials)
+    scheme = "https" if credentials is not None else "http"
+    relay_url = f"{scheme}://{settings.advertise_host}:{settings.relay_port}"
     agent = WorkerAgent(settings, ctx.store, ctx.lease, device, relay_url, lambda: ctx.grpc_address)
     supervisor = Supervisor(
         settings.supervisor,
@@ -80,12 +83,24 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         return None if agent.assignments.ready.is_set() else "loading assignments from etcd"
 
     relay = RelayApp(
-        settings.secret.get_secret_value(), port_of, lambda: session, create_probe_app(ready)
+        port_of,
+        lambda: session,
+        mesh_id=settings.mesh_id,
+        revoked=ctx.revoked,
+        tls=credentials is not None,
     )
+    relay_server = EmbeddedUvicorn(relay, settings.bind_host, settings.relay_port, tls=credentials)
     return ServiceParts(
         register=lambda s: worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, s),
-        components=[Closer(session), supervisor, agent.assignments, agent, Drainer(agent)],
-        http_app=relay,
+        components=[
+            Closer(session),
+            relay_server,
+            supervisor,
+            agent.assignments,
+            agent,
+            Drainer(agent),
+        ],
+        ready=ready,
         announce=False,
     )
 

@@ -99,7 +99,10 @@ class WorkerAgent(LoopComponent):
         while self._pinned_models:
             try:
                 async with await RegistryClient.discover(
-                    self._store, self.settings.mesh_id, self.settings.node
+                    self._store,
+                    self.settings.mesh_id,
+                    self.settings.node,
+                    self.settings.credentials,
                 ) as registry:
                     names = await self.pin_models(self._pinned_models, registry)
                 logger.info("serving on request of this node: %s", ", ".join(names))
@@ -179,7 +182,7 @@ class WorkerAgent(LoopComponent):
     ) -> ManagedInstance:
         assert self.supervisor is not None
         async with await RegistryClient.discover(
-            self._store, self.settings.mesh_id, self.settings.node
+            self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
         ) as registry:
             located = await registry.locate(model, self.settings.node)
         context = context or min(located.facts.context_length or 4096, 4096)

@@ -1,18 +1,19 @@
-"""The worker's HTTP door: `POST /relay/<instance>/<path>` streams a request to that
-instance's loopback llama-server, for gateways on other nodes. It requires the mesh secret
-(`Authorization: Bearer <secret>`). Every other path goes to the probe app (/health,
-/readyz, /metrics). llama-server's answers, errors included, pass through unchanged; the
-relay's own errors carry RELAY_ERROR_HEADER, so the gateway retries those elsewhere."""
+"""The worker's door for inference: `POST /relay/<instance>/<path>` streams a request to that
+instance's loopback llama-server, for gateways on other nodes. It listens with mutual TLS and
+takes any member of the mesh (API clients included, for their gateways) that is not revoked;
+without credentials it may only listen on loopback. llama-server's answers, errors included,
+pass through unchanged; the relay's own errors carry RELAY_ERROR_HEADER, so the gateway
+retries those elsewhere."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import aiohttp
 
-from meshllm.core.errors import InvalidRequest, MeshError, NotFound, Unavailable
+from meshllm.core import access
+from meshllm.core.errors import Forbidden, InvalidRequest, MeshError, NotFound
 from meshllm.core.streaming import (
     RELAY_ERROR_HEADER,
     ClientGone,
@@ -32,28 +33,25 @@ logger = logging.getLogger(__name__)
 PREFIX = "/relay/"
 
 
-class Unauthorized(MeshError):
-    http_status = 401
-    openai_type = "invalid_request_error"
-    default_code = "unauthorized"
-
-
 class RelayApp:
     def __init__(
         self,
-        secret: str,
         port_of: Callable[[str], int | None],
         session: Callable[[], aiohttp.ClientSession],
-        fallback: Callable[[Scope, Receive, Send], object],
+        *,
+        mesh_id: str,
+        revoked: Container[int],
+        tls: bool,
     ) -> None:
-        self._secret = secret.encode()
         self._port_of = port_of
         self._session = session
-        self._fallback = fallback
+        self._mesh_id = mesh_id
+        self._revoked = revoked
+        self._tls = tls  # else a loopback-only development relay: no peer to check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
-            await self._fallback(scope, receive, send)  # type: ignore[misc]
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
             return
         try:
             await self._relay(scope, receive, send)
@@ -63,8 +61,10 @@ class RelayApp:
             await send_error(send, exc, [(RELAY_ERROR_HEADER, exc.error_code)])
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._authorize(scope)
+        if not scope["path"].startswith(PREFIX):
+            raise NotFound("the relay answers only POST /relay/<instance>/v1/...")
         headers = request_headers(scope)
-        self._authorize(headers.get("authorization", ""))
         instance_id, _, path = scope["path"][len(PREFIX) :].partition("/")
         if scope["method"] != "POST" or not path.startswith("v1/"):
             raise InvalidRequest("the relay only forwards POST /v1/... requests")
@@ -83,9 +83,24 @@ class RelayApp:
         finally:
             client.close()
 
-    def _authorize(self, header: str) -> None:
-        if not self._secret:
-            raise Unavailable("this worker's relay is off: it was started without a mesh secret")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._secret):
-            raise Unauthorized("missing or wrong mesh secret")
+    def _authorize(self, scope: Scope) -> None:
+        if not self._tls:
+            return
+        reason = access.refusal(
+            access.scope_identity(scope),
+            mesh_id=self._mesh_id,
+            allowed=access.MEMBERS,
+            revoked=self._revoked,
+        )
+        if reason is not None:
+            raise Forbidden(reason)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -35,7 +35,8 @@ class SupervisorSettings(Section):
 
 class WorkerSettings(BaseServiceSettings):
     grpc_port: int = 9340
-    http_port: int = Field(9341, description="relay + /health + /metrics")
+    http_port: int = Field(9341, description="/health, /readyz and /metrics (on probe_host)")
+    relay_port: int = Field(9342, description="the relay other nodes' gateways stream through")
     device: str = Field("auto", description="'auto', 'cpu', or a GPU index / UUID")
     worker_id: str = Field("", description="default: the device id")
     cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")

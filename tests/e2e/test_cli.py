@@ -159,7 +159,8 @@ def test_etcd_is_found_on_path() -> None:
 def test_token_errors_end_before_anything_starts(tmp_path: Path) -> None:
     from meshllm.core.invite import InviteToken
 
-    good = InviteToken(mesh_id="m-1", etcd=["127.0.0.1:1"], secret="s").encode()
+    values = {"mesh_id": "m-1", "etcd": ["127.0.0.1:1"], "ca": "x", "invite": "id.secret"}
+    good = InviteToken(**values, authority=f"127.0.0.1:{free_port()}").encode()
     for bad, fragment in [
         (good[:-4], "truncated or damaged"),
         ("eyJhbGciOi.JIUzI1NiJ9.x", "not a Mesh LLM invite token"),
@@ -169,10 +170,19 @@ def test_token_errors_end_before_anything_starts(tmp_path: Path) -> None:
             done = run(command, "--join", bad, "--state-dir", str(tmp_path / "s"), timeout=20)
             assert_one_line_error(done, "--join", fragment)
     assert not (tmp_path / "s").exists()
+    expired = InviteToken(**values, authority="127.0.0.1:1", expires=1).encode()
+    client = InviteToken(**values, authority="127.0.0.1:1", role="client").encode()
+    state = ["--state-dir", str(tmp_path / "s"), "--port", str(free_port())]
+    assert_one_line_error(run("serve", "--join", expired, *state, timeout=30), "expired")
+    assert_one_line_error(run("serve", "--join", client, *state, timeout=30), "API clients")
+    assert_one_line_error(
+        run("client", "--join", good, *state, timeout=60), "cannot reach the mesh's authority"
+    )
     assert_one_line_error(run("client", timeout=20), "--join TOKEN or --auto")
     assert_one_line_error(
         run("serve", "--join", good, "--mesh-name", "x", timeout=20), "not with --join"
     )
+    assert not [p for p in process_table().values() if str(tmp_path) in p.command]
 
 
 def start_service(service: str, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -211,26 +221,23 @@ def test_a_service_without_etcd_says_so_and_exits() -> None:
     assert_service_refused(done, 1, "is not reachable")
 
 
-def test_invite_makes_a_token_from_the_services_settings() -> None:
-    from meshllm.core.invite import decode_token
-
+def test_admin_commands_say_what_is_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
-    done = run(
-        "invite",
-        "--etcd",
-        "192.0.2.7:2379",
-        "--json",
-        env={**env, "MESH_MESH_ID": "compose", "MESH_SECRET": "s3"},
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    printed = json.loads(done.stdout)
-    token = decode_token(printed["token"])
-    assert (token.mesh_id, token.etcd, token.secret) == ("compose", ["192.0.2.7:2379"], "s3")
-    assert_one_line_error(run("invite", "--etcd", "192.0.2.7:2379", env=env), "MESH_SECRET")
+    env["MESH_HOME"] = str(tmp_path)  # no node runs from here
+    assert_one_line_error(run("invite", env=env), "no mesh-llm node runs on this machine")
+    assert_one_line_error(run("members", env=env), "--credentials DIR")
+    assert_one_line_error(run("invite", "--ttl", "soon", env=env), "--ttl 'soon'")
+    assert_one_line_error(run("invite", "--uses", "0", env=env), "--uses")
     assert_one_line_error(
-        run("invite", "--etcd", "nowhere", env={**env, "MESH_SECRET": "s"}), "HOST:PORT"
+        run("revoke", "box1", "--credentials", str(tmp_path), env=env), "no mesh membership"
     )
+
+
+def test_a_service_refuses_to_face_the_network_without_credentials() -> None:
+    done = start_service("registry", MESH_BIND_HOST="0.0.0.0")
+    assert_service_refused(done, 2, "without TLS")
+    done = start_service("worker", MESH_BIND_HOST="0.0.0.0", MESH_TLS_DIR="/nonexistent")
+    assert_service_refused(done, 2, "no ca.crt, node.crt, node.key in /nonexistent")
 
 
 def test_serve_with_a_bad_setting_in_the_environment(tmp_path: Path) -> None:

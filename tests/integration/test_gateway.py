@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 import httpx
 import pytest
-from helpers import LlamaServer, eventually
+from helpers import LlamaServer, eventually, publish_endpoint
 
 from meshllm.cli.etcd import free_port
 from meshllm.core import keys
@@ -41,10 +41,7 @@ class Gateway:
     async def add_endpoint(
         self, instance: str, url: str, model: str = "tiny", node: str = NODE
     ) -> None:
-        await self.store.put(
-            keys.endpoint(self.mesh, model, instance),
-            pb.Endpoint(model=model, instance_id=instance, node=node, local_url=url, relay_url=url),
-        )
+        await publish_endpoint(self.store, self.mesh, model, instance, url, node, f"w-{instance}")
         await eventually(lambda: any(e.instance_id == instance for e in self.table.snapshot(model)))
 
 
@@ -54,7 +51,9 @@ async def gateway(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIt
     tasks = [asyncio.create_task(c.run()) for c in table.caches]
     session = upstream_session()
     router = Router(suspect_for_s=30)
-    proxy = Proxy(ProxySettings(retry_after_s=7), NODE, "secret", table, router, lambda: session)
+    proxy = Proxy(
+        ProxySettings(retry_after_s=7), NODE, table, router, lambda: session, lambda: session
+    )
     app = GatewayApp(proxy, create_api(table))
     await store.put(keys.catalog_entry(mesh_id, "tiny"), pb.CatalogEntry(name="tiny"))
     await store.put(

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
-from helpers import LlamaServer, eventually
+from helpers import LlamaServer, eventually, publish_endpoint
 
 from meshllm.cli.etcd import free_port
 from meshllm.core import keys
@@ -47,10 +47,7 @@ class Served:
     mesh: str
 
     async def add_endpoint(self, instance: str, url: str, model: str = "tiny") -> None:
-        await self.store.put(
-            keys.endpoint(self.mesh, model, instance),
-            pb.Endpoint(model=model, instance_id=instance, node=NODE, local_url=url, relay_url=url),
-        )
+        await publish_endpoint(self.store, self.mesh, model, instance, url, NODE, f"w-{instance}")
         await eventually(lambda: any(e.instance_id == instance for e in self.table.snapshot(model)))
 
     async def remove_endpoint(self, instance: str, model: str = "tiny") -> None:
@@ -65,7 +62,7 @@ async def served(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIte
     session = upstream_session()
     router = Router(suspect_for_s=30)
     app = GatewayApp(
-        Proxy(SETTINGS, NODE, "secret", table, router, lambda: session), create_api(table)
+        Proxy(SETTINGS, NODE, table, router, lambda: session, lambda: session), create_api(table)
     )
     port = free_port()
     server = EmbeddedUvicorn(app, "127.0.0.1", port, header_timeout_s=HEADER_TIMEOUT_S)

@@ -11,7 +11,7 @@ import pytest
 
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient
-from meshllm.core.errors import InvalidRequest, NotFound
+from meshllm.core.errors import Forbidden, InvalidRequest, NotFound
 from meshllm.core.grpc import make_server
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
@@ -66,7 +66,7 @@ async def test_register_a_gguf_path(
 async def test_register_by_name_from_the_model_directory(
     registry: RegistryClient, tiny_model: Path, tmp_path: Path
 ) -> None:
-    (tmp_path / "models").mkdir()
+    (tmp_path / "models").mkdir(exist_ok=True)
     shutil.copy(tiny_model, tmp_path / "models" / "my-model.gguf")
     entry = await registry.register(name="my-model")
     assert entry.name == "my-model" and entry.source.path.endswith("models/my-model.gguf")
@@ -105,7 +105,21 @@ async def test_missing_file_and_unknown_name(registry: RegistryClient, tmp_path:
         await registry.locate("never-registered", "n1")
 
 
-async def test_inspect_and_list(registry: RegistryClient, tiny_model: Path) -> None:
+async def test_inspect_reads_only_model_folders_and_registered_files(
+    registry: RegistryClient, tiny_model: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(Forbidden, match="only files under its model folders"):
+        await registry.inspect(str(tiny_model))  # not registered yet, not in a model folder
+    with pytest.raises(Forbidden, match="only files under its model folders") as caught:
+        await registry.inspect("/etc/passwd")
+    assert "root" not in caught.value.message
+    await registry.register(path=str(tiny_model))
     facts = await registry.inspect(str(tiny_model))
     assert facts.embedding_length == 128 and facts.head_count == 4 and facts.head_count_kv == 2
+    (tmp_path / "models").mkdir(exist_ok=True)
+    shutil.copy(tiny_model, tmp_path / "models" / "copy.gguf")
+    assert (await registry.inspect(str(tmp_path / "models" / "copy.gguf"))).block_count == 4
+
+
+async def test_inspect_and_list(registry: RegistryClient, tiny_model: Path) -> None:
     await registry.register(path=str(tiny_model), alias="listed")

@@ -1,78 +1,98 @@
-"""The worker relay, the one door to a node's llama-servers from other nodes: it requires the
-mesh secret and streams to the loopback llama-server."""
+"""The worker relay, the one door to a node's llama-servers from other nodes: mutual TLS with
+the mesh's certificates, any unrevoked member may stream through it, nobody else gets in."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
-from helpers import LlamaServer, eventually
+from helpers import LlamaServer, eventually, issue_credentials
 
 from meshllm.cli.etcd import free_port
+from meshllm.core import pki
 from meshllm.core.lifecycle import EmbeddedUvicorn
-from meshllm.core.probes import create_probe_app
-from meshllm.core.streaming import upstream_session
+from meshllm.core.streaming import RELAY_ERROR_HEADER, upstream_session
 from meshllm.worker.relay import RelayApp
 
 pytestmark = pytest.mark.integration
-SECRET = "s3cret-token"
+MESH = "m-relay"
+BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+URL = "/relay/inst-1/v1/chat/completions"
+
+
+@dataclass
+class Relay:
+    url: str
+    ca: tuple
+    revoked: set[int]
+    home: Path
+
+    def client(self, node: str, role: str = pki.NODE, ca: tuple | None = None) -> httpx.AsyncClient:
+        credentials = issue_credentials(self.home / node, ca or self.ca, node, role)
+        return httpx.AsyncClient(
+            base_url=self.url, verify=credentials.client_context(check_name=False)
+        )
 
 
 @pytest.fixture
-async def relay(llama: LlamaServer) -> AsyncIterator[str]:
+async def relay(llama: LlamaServer, tmp_path: Path) -> AsyncIterator[Relay]:
+    ca = pki.create_ca(MESH)
     session = upstream_session()
+    revoked: set[int] = set()
     app = RelayApp(
-        SECRET, {"inst-1": llama.port}.get, lambda: session, create_probe_app(lambda: None)
+        {"inst-1": llama.port}.get, lambda: session, mesh_id=MESH, revoked=revoked, tls=True
     )
     port = free_port()
-    server = EmbeddedUvicorn(app, "127.0.0.1", port)
+    server = EmbeddedUvicorn(
+        app, "127.0.0.1", port, tls=issue_credentials(tmp_path / "worker", ca, "worker")
+    )
     task = asyncio.create_task(server.run())
     await eventually(lambda: server.started)
-    yield f"http://127.0.0.1:{port}"
+    yield Relay(f"https://127.0.0.1:{port}", ca, revoked, tmp_path)
     await server.stop()
     await task
     await session.close()
 
 
-BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-
-
-async def test_relay_requires_the_secret(relay: str) -> None:
-    async with httpx.AsyncClient(base_url=relay) as client:
-        url = "/relay/inst-1/v1/chat/completions"
-        missing = await client.post(url, json=BODY)
-        wrong = await client.post(url, json=BODY, headers={"authorization": "Bearer nope"})
-        assert missing.status_code == wrong.status_code == 401
-        assert wrong.json()["error"]["code"] == "unauthorized"
-        ok = await client.post(url, json=BODY, headers={"authorization": f"Bearer {SECRET}"})
-        assert ok.status_code == 200 and ok.json()["choices"]
-
-
-async def test_relay_streams_and_refuses_what_it_does_not_forward(relay: str) -> None:
-    auth = {"authorization": f"Bearer {SECRET}"}
-    async with httpx.AsyncClient(base_url=relay) as client:
-        async with client.stream(
-            "POST", "/relay/inst-1/v1/chat/completions", json={**BODY, "stream": True}, headers=auth
-        ) as reply:
+async def test_members_stream_through_it(relay: Relay) -> None:
+    for node, role in (("box2", pki.NODE), ("laptop", pki.CLIENT)):
+        async with relay.client(node, role) as client:
+            ok = await client.post(URL, json=BODY)
+            assert ok.status_code == 200 and ok.json()["choices"]
+    async with relay.client("box3") as client:
+        async with client.stream("POST", URL, json={**BODY, "stream": True}) as reply:
             lines = [line async for line in reply.aiter_lines() if line.startswith("data:")]
         assert lines[-1] == "data: [DONE]"
-        unknown = await client.post("/relay/other/v1/chat/completions", json=BODY, headers=auth)
+        unknown = await client.post("/relay/other/v1/chat/completions", json=BODY)
         assert unknown.status_code == 404
-        escape = await client.post("/relay/inst-1/slots", json={}, headers=auth)
-        assert escape.status_code == 400
-        assert (await client.get("/health")).json() == {"status": "ok"}
+        assert (await client.post("/relay/inst-1/slots", json={})).status_code == 400
+        assert (await client.get("/health")).status_code == 404  # probes live elsewhere
 
 
-async def test_relay_without_a_secret_is_closed(llama: LlamaServer) -> None:
-    session = upstream_session()
-    app = RelayApp("", {"inst-1": llama.port}.get, lambda: session, create_probe_app(lambda: None))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://w"
-    ) as client:
-        reply = await client.post(
-            "/relay/inst-1/v1/chat/completions", json=BODY, headers={"authorization": "Bearer "}
-        )
-    await session.close()
-    assert reply.status_code == 503
+async def test_strangers_get_no_connection(relay: Relay) -> None:
+    unverified = ssl.create_default_context()
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+    async with httpx.AsyncClient(base_url=relay.url, verify=unverified) as client:
+        with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake fails
+            await client.post(URL, json=BODY)
+    async with relay.client("box1", ca=pki.create_ca(MESH)) as client:  # another CA
+        with pytest.raises(httpx.HTTPError):
+            await client.post(URL, json=BODY)
+    async with httpx.AsyncClient(base_url=relay.url.replace("https", "http")) as client:
+        with pytest.raises(httpx.HTTPError):  # plain HTTP
+            await client.post(URL, json=BODY)
+
+
+async def test_a_revoked_node_is_refused_as_a_relay_error(relay: Relay) -> None:
+    async with relay.client("box4") as client:
+        assert (await client.post(URL, json=BODY)).status_code == 200
+        identity = pki.Credentials(relay.home / "box4").identity()
+        relay.revoked.add(identity.serial)
+        refused = await client.post(URL, json=BODY)
+        assert refused.status_code == 403 and RELAY_ERROR_HEADER in refused.headers
+        assert "revoked" in refused.json()["error"]["message"]

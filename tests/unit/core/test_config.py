@@ -12,7 +12,7 @@ from meshllm.worker.settings import SupervisorSettings, WorkerSettings
 def test_to_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     original = WorkerSettings(
         node="n1",
-        secret="s3cret",
+        tls_dir="/etc/mesh",
         etcd_endpoints="10.0.0.1:2379,10.0.0.2:2379",
         models="a,b.gguf",
         supervisor=SupervisorSettings(parallel=8, extra_args=["--flash-attn", "on"]),
@@ -21,7 +21,7 @@ def test_to_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv(key, value)
     rebuilt = WorkerSettings()
     assert rebuilt == original
-    assert rebuilt.secret.get_secret_value() == "s3cret"
+    assert rebuilt.tls_dir == "/etc/mesh"
     assert rebuilt.supervisor.extra_args == ["--flash-attn", "on"]
     assert rebuilt.model_list == ["a", "b.gguf"]
 
@@ -54,25 +54,29 @@ def test_bad_values_are_refused() -> None:
         GatewaySettings(no_such_option=1)  # type: ignore[call-arg]
 
 
+def token(**values: object) -> InviteToken:
+    defaults = {"authority": "10.1.0.1:9339", "ca": "fp", "invite": "id.secret"}
+    return InviteToken(**{**defaults, **values})  # type: ignore[arg-type]
+
+
 def test_invite_token_in_the_environment_names_the_mesh(monkeypatch: pytest.MonkeyPatch) -> None:
-    token = InviteToken(mesh_id="m-42", etcd=["10.1.0.1:2379", "10.1.0.2:2379"], secret="tok")
-    monkeypatch.setenv("MESH_JOIN", token.encode())
+    invite = token(mesh_id="m-42", etcd=["10.1.0.1:2379", "10.1.0.2:2379"])
+    monkeypatch.setenv("MESH_JOIN", invite.encode())
     settings = WorkerSettings()
     assert settings.mesh_id == "m-42"
     assert settings.etcd_endpoint_list == ["10.1.0.1:2379", "10.1.0.2:2379"]
-    assert settings.secret.get_secret_value() == "tok"
     monkeypatch.setenv("MESH_ETCD_ENDPOINTS", "")
     assert WorkerSettings().etcd_endpoint_list == ["10.1.0.1:2379", "10.1.0.2:2379"]
-    monkeypatch.setenv("MESH_SECRET", "explicit")
-    assert WorkerSettings().secret.get_secret_value() == "explicit"
+    monkeypatch.setenv("MESH_ETCD_ENDPOINTS", "10.9.9.9:2379")
+    assert WorkerSettings().etcd_endpoint_list == ["10.9.9.9:2379"]
     assert WorkerSettings().mesh_id == "m-42"
 
 
 def test_a_damaged_invite_token_is_refused_with_its_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    token = InviteToken(mesh_id="m", etcd=["10.1.0.1:2379"], secret="s").encode()
-    monkeypatch.setenv("MESH_JOIN", token[:-3])
+    damaged = token(mesh_id="m", etcd=["10.1.0.1:2379"]).encode()[:-3]
+    monkeypatch.setenv("MESH_JOIN", damaged)
     with pytest.raises(InvalidToken, match="damaged"):
         GatewaySettings()
 

@@ -67,14 +67,26 @@ def test_kv_cache_bytes_without_heads_is_zero(f32_facts: GgufFacts) -> None:
     assert dataclasses.replace(f32_facts, head_count=0).kv_cache_bytes(512) == 0
 
 
-def test_text_file_is_not_gguf(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "hint"),
+    [
+        (b"root:*:20000:0:99999:7:::\n", ""),
+        (b"hello world, this is text\n", ""),
+        (b"  <!DOCTYPE html><html>Not found</html>", " (it looks like an HTML or XML page"),
+        (b'{"error": "gated"}', " (it looks like JSON)"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab", " (it is a Git LFS pointer"),
+    ],
+)
+def test_a_file_that_is_not_gguf_is_named_never_quoted(
+    tmp_path: Path, content: bytes, hint: str
+) -> None:
     path = tmp_path / "notes.gguf"
-    path.write_text("hello world, this is text\n")
+    path.write_bytes(content)
     with pytest.raises(GgufError) as err:
         read_facts(path)
     message = str(err.value)
-    assert str(path) in message
-    assert "is not a GGUF file (it starts with 'hello wo…')" in message
+    assert message.startswith(f"{path} is not a GGUF file{hint}")
+    assert content.decode()[:4].strip() not in message.replace(str(path), "")
     assert "\n" not in message
 
 

@@ -290,3 +290,45 @@ class Endpoint(_message.Message):
     slots: int
     context: int
     def __init__(self, model: _Optional[str] = ..., instance_id: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., local_url: _Optional[str] = ..., relay_url: _Optional[str] = ..., slots: _Optional[int] = ..., context: _Optional[int] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("node", "role", "serial", "issued_unix", "expires_unix", "invite_id")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    INVITE_ID_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    role: str
+    serial: str
+    issued_unix: int
+    expires_unix: int
+    invite_id: str
+    def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., serial: _Optional[str] = ..., issued_unix: _Optional[int] = ..., expires_unix: _Optional[int] = ..., invite_id: _Optional[str] = ...) -> None: ...
+
+class Revocation(_message.Message):
+    __slots__ = ("node", "serial", "revoked_unix")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    serial: str
+    revoked_unix: int
+    def __init__(self, node: _Optional[str] = ..., serial: _Optional[str] = ..., revoked_unix: _Optional[int] = ...) -> None: ...
+
+class Invite(_message.Message):
+    __slots__ = ("id", "secret_sha256", "role", "expires_unix", "uses_left", "created_unix")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    USES_LEFT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    secret_sha256: bytes
+    role: str
+    expires_unix: int
+    uses_left: int
+    created_unix: int
+    def __init__(self, id: _Optional[str] = ..., secret_sha256: _Optional[bytes] = ..., role: _Optional[str] = ..., expires_unix: _Optional[int] = ..., uses_left: _Optional[int] = ..., created_unix: _Optional[int] = ...) -> None: ...
