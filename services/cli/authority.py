@@ -11,6 +11,7 @@ the CRL file etcd reads on every new connection.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import hmac
@@ -129,7 +130,7 @@ class Authority:
         etcd: list[str],
         address: str,
         mesh_name: str = "",
-        on_member: Callable[[pb.Member], Awaitable[None]] | None = None,
+        before_member: Callable[[str], Awaitable[None]] | None = None,
         manage_store: bool = True,
     ) -> None:
         """`manage_store=False`: an etcd run by the operator (serve --etcd), whose users and
@@ -140,7 +141,8 @@ class Authority:
         self.etcd = etcd
         self.address = address  # host:port of this door, as tokens name it
         self.mesh_name = mesh_name
-        self._on_member = on_member
+        self._before_member = before_member  # called with the node's name before admitting it
+        self._admitting = asyncio.Lock()  # enrolments are rare: one at a time
         self._auth = StoreAuth(store) if manage_store else None
         self._ca_key, self.ca = files.load()
 
@@ -190,10 +192,11 @@ class Authority:
         """A certificate for the machine behind `csr_pem`, if `invite` is good."""
         csr = pki.load_csr(csr_pem)
         node = pki.csr_node(csr)
-        record = await self._use_invite(invite)
         public_key = csr.public_key()
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        return await self.admit(node, record.role, public_key, hosts, invite_id=record.id)
+        async with self._admitting:
+            record = await self._use_invite(invite)
+            return await self._admit(node, record.role, public_key, hosts, invite_id=record.id)
 
     async def _use_invite(self, text: str) -> pb.Invite:
         invite_id, _, secret = text.partition(".")
@@ -235,6 +238,19 @@ class Authority:
         """Issue `node` a certificate in `role` and give it an etcd user. A name in use by a
         live node is refused; a name left by a node that is gone is taken over (its old
         certificate revoked)."""
+        async with self._admitting:
+            return await self._admit(node, role, public_key, hosts, invite_id)
+
+    async def _admit(
+        self,
+        node: str,
+        role: str,
+        public_key: ec.EllipticCurvePublicKey,
+        hosts: tuple[str, ...],
+        invite_id: str,
+    ) -> x509.Certificate:
+        if self._before_member is not None:
+            await self._before_member(node)
         previous = await self.store.get(keys.member(self.mesh_id, node), pb.Member)
         if previous is not None:
             if await self._node_is_live(node):
@@ -256,8 +272,6 @@ class Authority:
         )
         await self.store.put(keys.member(self.mesh_id, node), member)
         logger.info("admitted node %s as %s", node, role)
-        if self._on_member is not None:
-            await self._on_member(member)
         return cert
 
     async def _node_is_live(self, node: str) -> bool:
@@ -392,6 +406,10 @@ async def _json_errors(
     except web.HTTPException as exc:
         error = MeshError(exc.reason, http_status=exc.status)
         return web.json_response(openai_body(error), status=exc.status)
+    except Exception:
+        logger.exception("the authority failed on %s %s", request.method, request.path)
+        error = MeshError("the mesh's authority failed; its node's log says why")
+        return web.json_response(openai_body(error), status=500)
 
 
 async def _serving_peer(request: web.Request, authority: Authority) -> pki.Identity:

@@ -1,8 +1,9 @@
 """Finding meshes on the local network with mDNS / DNS-SD (the `zeroconf` library).
 
 A published mesh is announced as `<name>._meshllm._tcp.local.` by each of its nodes, with TXT
-properties: format version, mesh name and id, node and model counts, and the invite token
-(publishing a mesh means anyone on the network may join it). A private mesh announces
+properties: format version, mesh name and id, node and model counts, and an invite token cut
+into TXT strings of at most 200 characters (`t0`, `t1`, …: a TXT string holds 255 bytes at
+most). Publishing a mesh means anyone on the network may join it. A private mesh announces
 nothing. Announcements only say a mesh exists; whether its nodes are alive is the mesh's own
 business (etcd leases): a killed announcer can linger in caches for minutes.
 """
@@ -19,7 +20,8 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 logger = logging.getLogger(__name__)
 SERVICE_TYPE = "_meshllm._tcp.local."
-TXT_VERSION = "1"
+TXT_VERSION = "2"
+CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,17 @@ def _text(properties: dict[bytes, bytes | None], key: str) -> str:
     return value.decode(errors="replace") if value else ""
 
 
+def _chunks(properties: dict[bytes, bytes | None]) -> int:
+    count = 0
+    while f"t{count}".encode() in properties:
+        count += 1
+    return count
+
+
 def mesh_from_info(info: AsyncServiceInfo) -> MeshInfo | None:
     props = info.properties or {}
-    if _text(props, "v") != TXT_VERSION or not _text(props, "token"):
+    token = "".join(_text(props, f"t{i}") for i in range(_chunks(props)))
+    if _text(props, "v") != TXT_VERSION or not token:
         return None
     addresses = info.parsed_addresses(IPVersion.V4Only)
     try:
@@ -55,7 +65,7 @@ def mesh_from_info(info: AsyncServiceInfo) -> MeshInfo | None:
         mesh_id=_text(props, "mesh"),
         nodes=nodes,
         models=models,
-        token=_text(props, "token"),
+        token=token,
         announced_by=_text(props, "node"),
         address=addresses[0] if addresses else "",
     )
@@ -75,7 +85,7 @@ class Announcer:
             "name": mesh_name,
             "mesh": mesh_id,
             "node": node,
-            "token": token,
+            **{f"t{i}": token[at : at + CHUNK] for i, at in enumerate(range(0, len(token), CHUNK))},
         }
         label = f"{mesh_name or mesh_id} on {node}"[:60]
         self._server = f"meshllm-{node}.local."

@@ -17,7 +17,6 @@ from aiohttp import web
 from meshllm.core import pki
 from meshllm.core.errors import InvalidRequest, MeshError
 from meshllm.core.invite import InviteToken
-from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
 
 from .authority import Authority, AuthorityFiles, open_door
@@ -126,9 +125,10 @@ class Founder:
             EtcdStore.connect(local, credentials=None if external_store else self.files.credentials)
         )
 
-        async def on_member(member: pb.Member) -> None:
-            if member.node != self.node:
+        async def before_member(node: str) -> None:
+            if node != self.node:
                 await expose_store()
+                await store.wait_reachable(20.0)
 
         self.authority = Authority(
             self.files,
@@ -137,7 +137,7 @@ class Founder:
             etcd=etcd,
             address=f"{self.host}:{self.authority_port}",
             mesh_name=mesh_name,
-            on_member=on_member,
+            before_member=before_member,
             manage_store=not external_store,
         )
         await self.authority.prepare_store()
@@ -178,11 +178,13 @@ class Founder:
         )
 
     async def mint_startup_invites(self, publish: bool) -> dict[str, InviteToken]:
+        """A serving node's token and an API client's; the first is what a published mesh
+        announces (anyone on the network may then join)."""
         assert self.authority is not None
-        extra = {"published": "1"} if publish else {}
+        published = {"published": "1"} if publish else {}
         return {
-            role: await self.authority.invite(role=role, ttl_s=INVITE_TTL_S, extra=extra)
-            for role in (pki.NODE, pki.CLIENT)
+            pki.NODE: await self.authority.invite(pki.NODE, INVITE_TTL_S, extra=published),
+            pki.CLIENT: await self.authority.invite(pki.CLIENT, INVITE_TTL_S),
         }
 
     async def close(self) -> None:

@@ -302,7 +302,11 @@ async def _run(
         )
     ]
     published = access.invites.get(pki.NODE) or token
-    if published is not None and published.extra.get("published") == "1":
+    if (
+        published is not None
+        and published.extra.get("published") == "1"
+        and published.role == pki.NODE
+    ):
         tasks.append(asyncio.create_task(publish(published, access, host, opts, console)))
     try:
         return await watch_children(stack, stop)

@@ -88,9 +88,12 @@ class TlsClient(aetcd.Client):
 
 
 class EtcdStore:
-    def __init__(self, client: aetcd.Client, *, reachable: bool = True) -> None:
+    def __init__(
+        self, client: aetcd.Client, *, reachable: bool = True, endpoints: list[str] | None = None
+    ) -> None:
         self._client = client
         self.reachable_at_start = reachable
+        self.endpoints = endpoints or []
 
     @classmethod
     @asynccontextmanager
@@ -123,9 +126,13 @@ class EtcdStore:
                     raise
                 reachable = False
                 logger.warning("%s; starting without it, retrying in the background", exc.message)
-            yield cls(client, reachable=reachable)
+            yield cls(client, reachable=reachable, endpoints=endpoints)
         finally:
             await client.close()
+
+    async def wait_reachable(self, wait_s: float) -> None:
+        """Until etcd answers again (after it restarted), or Unavailable after `wait_s`."""
+        await _wait_until_reachable(self._client, self.endpoints, wait_s)
 
     async def put(self, key: str, value: Message | bytes, *, lease: int | None = None) -> int:
         data = value if isinstance(value, bytes) else value.SerializeToString()

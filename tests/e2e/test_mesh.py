@@ -1,10 +1,14 @@
 """Many boxes, one mesh, for real: each node in its own network namespace with its own
 address, running its own services, joined by invite token; an API-only client in a fourth.
-A node is killed (SIGKILL of everything in its namespace) and comes back."""
+A node is killed (SIGKILL of everything in its namespace) and comes back. From a fifth
+namespace with no credentials, nothing but the API answers; a client's certificate cannot
+publish, a forged endpoint is never routed to, an expired invite or a revoked node gets
+nothing."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +24,7 @@ import pytest
 from helpers import cannot_run_here
 from netns import Host, Lab, netns_supported
 
-from meshllm.core import keys
+from meshllm.core import keys, pki
 from meshllm.core.invite import decode_token
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
@@ -90,6 +94,14 @@ class Mesh:
     lab: Lab
     nodes: dict[str, Node]
     token: str
+    state: Path
+
+    def credentials(self, name: str) -> pki.Credentials:
+        return pki.Credentials(self.state / name / "credentials")
+
+    def store(self, name: str):  # type: ignore[no-untyped-def]
+        token = decode_token(self.token)
+        return EtcdStore.connect(token.etcd, credentials=self.credentials(name), wait_s=5)
 
 
 def node_argv(host: Host, name: str, state: Path, *extra: str) -> list[str]:
@@ -129,19 +141,20 @@ def mesh(
             ),
         )
         first.start()
-        token = first.wait_event("ready")["token"]
+        ready = first.wait_event("ready")
+        token = ready["token"]
         nodes["n1"] = first
         joins = {
             "n2": (h2, ["serve", "--join", token, "--gguf", str(chat_model)]),
             "n3": (h3, ["serve", "--join", token, "--gguf", str(tiny_model)]),
-            "c4": (h4, ["client", "--join", token]),
+            "c4": (h4, ["client", "--join", ready["client_token"]]),
         }
         for name, (host, args) in joins.items():
             nodes[name] = Node(host, name, node_argv(host, name, state, *args))
             nodes[name].start()
         for node in nodes.values():
             node.wait_event("ready")
-        yield Mesh(lab, nodes, token)
+        yield Mesh(lab, nodes, token, state)
     finally:
         for node in nodes.values():
             if node.process is not None and node.process.poll() is None:
@@ -213,24 +226,115 @@ def test_a_serving_node_forwards_models_it_does_not_hold(mesh: Mesh, tiny_model:
     assert raw.headers["x-mesh-node"] == "n3"
 
 
-async def test_relays_refuse_requests_without_the_mesh_secret(mesh: Mesh) -> None:
-    """From outside the mesh (the test's own address on the bridge), with the store's own
-    record of each worker's relay: no secret, no inference."""
-    token = decode_token(mesh.token)
-    async with EtcdStore.connect(token.etcd) as store:
-        workers, _ = await store.get_prefix(keys.workers(token.mesh_id), pb.WorkerRecord)
+def run_on(host: Host, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(host.command(argv), capture_output=True, text=True, timeout=120)
+
+
+def listening_ports(host: Host) -> set[int]:
+    done = subprocess.run(host.command(["ss", "-ltnH"]), capture_output=True, text=True)
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in done.stdout.splitlines()}
+
+
+def test_a_stranger_reaches_only_the_api(mesh: Mesh) -> None:
+    """From a namespace with no credentials, every port of the founding node: the API
+    answers; the authority's door answers TLS (its CA is public, the rest needs an invite or
+    a node's certificate); everything else refuses or is on loopback."""
+    first, stranger = mesh.nodes["n1"].host, mesh.lab.hosts[4]
+    ports = sorted(listening_ports(first))
+    authority = int(decode_token(mesh.token).authority.rsplit(":", 1)[1])
+    done = subprocess.run(
+        stranger.command(
+            [sys.executable, str(Path(__file__).parent.parent / "probe_ports.py"), first.address]
+            + [str(p) for p in ports]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = {int(port): answer for port, answer in json.loads(done.stdout).items()}
+    assert seen.pop(API_PORT) == "http"
+    assert seen.pop(authority) == "tls-open"
+    assert seen and all(answer in ("closed", "tls-refused") for answer in seen.values()), seen
+    assert "tls-refused" in seen.values()  # etcd, gRPC and the relay are there, behind TLS
+
+
+async def test_relays_stream_only_to_members(mesh: Mesh) -> None:
+    async with mesh.store("n3") as store:
+        workers, _ = await store.get_prefix(
+            keys.workers(decode_token(mesh.token).mesh_id), pb.WorkerRecord
+        )
     assert sorted(w.node for w in workers.values()) == ["n1", "n2", "n3"]
     body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-    async with httpx.AsyncClient(timeout=10) as http:
+    member = mesh.credentials("c4").client_context(check_name=False)
+    async with httpx.AsyncClient(timeout=10, verify=member) as http:
         for worker in workers.values():
-            assert worker.relay_url.startswith(f"http://{mesh.lab.subnet}.")
-            instance = worker.instances[0].id
-            url = f"{worker.relay_url}/relay/{instance}/v1/chat/completions"
-            assert (await http.post(url, json=body)).status_code == 401
-            allowed = await http.post(
-                url, json=body, headers={"authorization": f"Bearer {token.secret}"}
-            )
-            assert allowed.status_code == 200
+            assert worker.relay_url.startswith(f"https://{mesh.lab.subnet}.")
+            url = f"{worker.relay_url}/relay/{worker.instances[0].id}/v1/chat/completions"
+            assert (await http.post(url, json=body)).status_code == 200
+            with pytest.raises(httpx.HTTPError):
+                await httpx.AsyncClient(verify=False).post(url, json=body)
+
+
+async def test_an_api_client_cannot_publish(mesh: Mesh) -> None:
+    mesh_id = decode_token(mesh.token).mesh_id
+    async with mesh.store("c4") as store:
+        await store.get_prefix(keys.endpoints(mesh_id), pb.Endpoint)  # it may read
+        for key, value in [
+            (keys.worker(mesh_id, "c4", "gpu0"), pb.WorkerRecord(node="c4")),
+            (keys.endpoint(mesh_id, "m", "forged"), pb.Endpoint(model="m")),
+            (keys.assignment(mesh_id, "n1", "cpu0", "a"), pb.Assignment()),
+        ]:
+            with pytest.raises(Exception, match="permission denied"):
+                await store.put(key, value)
+
+
+async def test_a_forged_endpoint_is_never_routed_to(mesh: Mesh, chat_model: Path) -> None:
+    """A member writes an endpoint with valid-looking data that points elsewhere (a listener
+    of the test's own): no gateway sends it a single request."""
+    listener = socket.create_server((f"{mesh.lab.subnet}.254", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    mesh_id = decode_token(mesh.token).mesh_id
+    async with mesh.store("n3") as store:
+        workers, _ = await store.get_prefix(keys.workers(mesh_id, "n3"), pb.WorkerRecord)
+        worker = next(iter(workers.values()))
+        forged = pb.Endpoint(
+            model=chat_model.stem,
+            instance_id="forged",
+            node="n3",
+            worker_id=worker.worker_id,
+            local_url="http://127.0.0.1:1",
+            relay_url=f"https://{mesh.lab.subnet}.254:{port}",
+            slots=64,
+        )
+        key = keys.endpoint(mesh_id, chat_model.stem, "forged")
+        await store.put(key, forged)
+        try:
+            client = mesh.nodes["c4"].client()
+            for _ in range(8):
+                client.chat.completions.create(
+                    model=chat_model.stem,
+                    max_tokens=2,
+                    messages=[{"role": "user", "content": "hi"}],
+                )
+            with pytest.raises(TimeoutError):
+                listener.accept()
+        finally:
+            await store.delete(key)
+            listener.close()
+
+
+def test_an_expired_invite_cannot_join(mesh: Mesh, tmp_path: Path) -> None:
+    creds = ["--credentials", str(mesh.state / "n1" / "credentials")]
+    minted = run_on(mesh.nodes["n1"].host, mesh_llm("invite", "--ttl", "1s", "--json", *creds))
+    assert minted.returncode == 0, minted.stderr
+    time.sleep(1.5)
+    stranger = mesh.lab.hosts[4]
+    token = json.loads(minted.stdout)["token"]
+    done = run_on(stranger, node_argv(stranger, "late", tmp_path, "client", "--join", token))
+    assert done.returncode == 1
+    assert "expired" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_killed_node_leaves_and_comes_back(mesh: Mesh, chat_model: Path, tiny_model: Path) -> None:
@@ -294,3 +398,21 @@ def test_client_auto_joins_the_mesh_it_finds(mesh: Mesh, chat_model: Path, tmp_p
         assert node.process is not None
         node.process.terminate()
         node.process.wait(30)
+
+
+def test_a_revoked_node_is_cut_off_everywhere(mesh: Mesh, chat_model: Path) -> None:
+    """Last: it removes c4 from the mesh."""
+    client = mesh.nodes["c4"].client()
+    client.chat.completions.create(
+        model=chat_model.stem, max_tokens=2, messages=[{"role": "user", "content": "hi"}]
+    )
+    creds = ["--credentials", str(mesh.state / "n1" / "credentials")]
+    done = run_on(mesh.nodes["n1"].host, mesh_llm("revoke", "c4", *creds))
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(openai.APIStatusError):  # every relay refuses its certificate now
+        client.chat.completions.create(
+            model=chat_model.stem, max_tokens=2, messages=[{"role": "user", "content": "hi"}]
+        )
+    listed = run_on(mesh.nodes["n1"].host, mesh_llm("members", "--json", *creds))
+    members = {m["node"] for m in json.loads(listed.stdout)}
+    assert "c4" not in members and {"n1", "n2", "n3"} <= members
