@@ -65,18 +65,17 @@ run: deps install llama
 image:
 	@BACKEND=$(BACKEND) scripts/build-image.sh $(BACKEND)
 
-# Without MESH_MODEL: the built-in SmolLM2, fetched here and mounted. Without MESH_SECRET: a
-# new random one (`mesh-llm invite` inside the gateway container reads it back).
+# Without MESH_MODEL: the built-in SmolLM2, fetched here and mounted. The stack makes its own
+# CA; `mesh-llm invite --credentials /credentials/node` inside the gateway container mints tokens.
 compose-up: image install
-	@export MESH_SECRET=$${MESH_SECRET:-$$($(PY) -c 'import secrets; print(secrets.token_hex(24))')}; \
-	if [ -z "$${MESH_MODEL:-}" ]; then \
+	@if [ -z "$${MESH_MODEL:-}" ]; then \
 	  model=$$($(PY) -m meshllm.registry fetch smollm2 | tail -1) || exit 1; \
 	  export MESH_MODELS_DIR=$$(dirname "$$model") MESH_MODEL=/models/$$(basename "$$model"); \
 	fi; \
 	scripts/compose.sh up
 
 compose-down:
-	@MESH_SECRET=$${MESH_SECRET:-unused} scripts/compose.sh down
+	@scripts/compose.sh down
 
 helm-check: install
 	@echo "checking the Helm chart: helm lint --strict, helm template + kubernetes-validate …"

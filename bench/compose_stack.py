@@ -19,6 +19,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -79,12 +80,13 @@ def overhead(argv: list[str]) -> dict[str, Any]:
 
 
 def compose_figures(image: str, model: Path, rounds: str) -> dict[str, Any]:
-    port, relay, secret = free_port(), free_port(), uuid.uuid4().hex
+    port, relay = free_port(), free_port()
     project = ComposeProject(
         ["docker-compose.yml"],
         {
             "MESH_IMAGE": image,
-            "MESH_SECRET": secret,
+            "MESH_MESH_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "MESH_AUTHORITY_PORT": str(free_port()),
             "MESH_MODEL": f"/models/{model.name}",
             "MESH_MODELS_DIR": str(model.parent),
             "MESH_PORT": str(port),
@@ -106,14 +108,20 @@ def compose_figures(image: str, model: Path, rounds: str) -> dict[str, Any]:
         log(f"first answer after {first_answer_s:.1f} s; measuring TTFT …")
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"]
         instance = models[0]["meshllm"]["replicas"][0]["instance"]
+        credentials = Path(tempfile.mkdtemp()) / "node"
+        copied = project.container_cmd(
+            "cp", f"{project.container('authority')}:/credentials/node", str(credentials)
+        )
+        if copied.returncode != 0:
+            raise SystemExit(f"cannot copy the box's credentials: {copied.stderr.strip()}")
         figures = overhead(
             [
                 "--gateway-url",
                 f"http://127.0.0.1:{port}",
                 "--direct-url",
-                f"http://127.0.0.1:{relay}/relay/{instance}",
-                "--direct-secret",
-                secret,
+                f"https://127.0.0.1:{relay}/relay/{instance}",
+                "--direct-credentials",
+                str(credentials),
                 "--concurrency",
                 "1",
                 "--rounds",

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import descendants
 
 from meshllm.cli.etcd import free_port
+from meshllm.core.pki import Credentials
 
 DEFAULT_MODEL = Path.home() / ".cache" / "mesh-llm" / "models" / "smollm2-135m-instruct.gguf"
 PROMPTS = (
@@ -88,7 +89,7 @@ class Config:
     pin: bool
     gateway_url: str
     direct_url: str
-    direct_secret: str
+    direct_credentials: str  # a node's credentials directory, for a relay as the direct side
     as_json: bool
     markdown: bool
     command: str
@@ -150,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gateway-url", default="", help="an already running gateway")
     parser.add_argument("--direct-url", default="", help="its llama-server, e.g. :41000")
     parser.add_argument(
-        "--direct-secret",
+        "--direct-credentials",
         default="",
-        help="send this bearer token on the direct side: for a --direct-url that is a worker "
-        "relay (http://host:relay-port/relay/INSTANCE), as in a compose stack",
+        metavar="DIR",
+        help="present this node's certificate on the direct side: for a --direct-url that is "
+        "a worker relay (https://host:relay-port/relay/INSTANCE), as in a compose stack",
     )
     parser.add_argument(
         "--pin",
@@ -184,7 +186,7 @@ def parse_args(argv: list[str]) -> Config:
         pin=args.pin,
         gateway_url=base_url(args.gateway_url),
         direct_url=base_url(args.direct_url),
-        direct_secret=args.direct_secret,
+        direct_credentials=args.direct_credentials,
         as_json=args.json,
         markdown=args.markdown,
         command=shlex.join(["python", "bench/gateway_overhead.py", *argv]),
@@ -391,12 +393,13 @@ class Round:
         return sum(1 for s in self.samples if s.error)
 
 
-def new_session(secret: str = "") -> aiohttp.ClientSession:
+def new_session(credentials: str = "") -> aiohttp.ClientSession:
     """llama-server closes the connection after a streamed response, so neither side reuses
-    connections: both pay one TCP connect per request."""
+    connections: both pay one TCP connect per request (and, with a node's `credentials`
+    toward a relay, one TLS handshake)."""
+    tls = Credentials(Path(credentials)).client_context(check_name=False) if credentials else None
     return aiohttp.ClientSession(
-        headers={"authorization": f"Bearer {secret}"} if secret else None,
-        connector=aiohttp.TCPConnector(force_close=True, limit=0),
+        connector=aiohttp.TCPConnector(force_close=True, limit=0, ssl=tls or True),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
     )
 
@@ -596,7 +599,7 @@ def check_usage(rnd: Round, max_tokens: int) -> None:
 
 async def measure(target: Target, config: Config) -> list[LevelResult]:
     results = []
-    async with new_session(config.direct_secret) as direct, new_session() as gateway:
+    async with new_session(config.direct_credentials) as direct, new_session() as gateway:
         sessions = {"direct": direct, "gateway": gateway}
         for level in config.concurrency:
             results.append(await run_level(sessions, target, level, config))

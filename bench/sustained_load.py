@@ -153,7 +153,7 @@ def parse_args(argv: list[str]) -> tuple[overhead.Config, Load, argparse.Namespa
         pin=args.pin,
         gateway_url="",
         direct_url="",
-        direct_secret="",
+        direct_credentials="",
         as_json=args.json,
         markdown=args.markdown,
         command=command,

@@ -150,6 +150,58 @@ def build_parser() -> argparse.ArgumentParser:
     add_credentials_flag(members)
     members.add_argument("--json", action="store_true", help="print JSON")
 
+    authority = commands.add_parser(
+        "authority",
+        help="run the founding box's CA and authority (container deployments)",
+        description="For a mesh run from containers: make the mesh's CA once (in --dir), wait "
+        "for an etcd that uses its certificate, admit this box's node (credentials in "
+        "DIR/node for the box's services) and keep the enrolment door open. `mesh-llm serve` "
+        "does all of this itself.",
+    )
+    authority.add_argument("--dir", required=True, help="where the CA and credentials live")
+    authority.add_argument("--mesh-id", default="", help="the mesh's id (default: a new one)")
+    authority.add_argument("--mesh-name", default="", help="a name for the mesh")
+    authority.add_argument("--node", required=True, help="this box's node name")
+    authority.add_argument(
+        "--host", required=True, help="the address other boxes reach this box on"
+    )
+    authority.add_argument("--port", type=int, default=9339, help="the door's port (9339)")
+    authority.add_argument("--etcd", required=True, metavar="HOST:PORT", help="etcd, from here")
+    authority.add_argument(
+        "--etcd-public",
+        required=True,
+        metavar="HOST:PORT",
+        help="etcd as other boxes reach it (what invite tokens name)",
+    )
+
+    enrol = commands.add_parser(
+        "enrol",
+        help="join a mesh with an invite token and write this box's credentials",
+        description="Enrol this box (container deployments): its credentials go to --dir for "
+        "the box's services (MESH_TLS_DIR). Nothing happens when --dir already holds a "
+        "membership of that mesh.",
+    )
+    enrol.add_argument("--join", required=True, metavar="TOKEN", help="the invite token")
+    enrol.add_argument("--dir", required=True, help="where to write the credentials")
+    enrol.add_argument("--node", required=True, help="this box's node name")
+    enrol.add_argument("--host", default="", help="this box's address, listed in its certificate")
+    enrol.add_argument("--json", action="store_true", help="print JSON")
+
+    credentials = commands.add_parser("credentials", help="certificates from a given CA")
+    credential_commands = credentials.add_subparsers(dest="credentials_command", metavar="TOOL")
+    issue = credential_commands.add_parser(
+        "issue",
+        help="issue a node certificate from a CA given as files (e.g. made by Helm)",
+        description="Write ca.crt, node.crt and node.key for NODE into --out, signed by the "
+        "CA in --ca-dir (ca.crt and ca.key). For clusters whose installer makes the CA.",
+    )
+    issue.add_argument("--ca-dir", required=True)
+    issue.add_argument("--mesh-id", required=True)
+    issue.add_argument("--node", required=True)
+    issue.add_argument("--role", choices=["node", "client", "authority"], default="node")
+    issue.add_argument("--host", action="append", default=[], help="an address to list")
+    issue.add_argument("--out", required=True)
+
     inspect = commands.add_parser("inspect", help="show the facts of a GGUF file")
     inspect.add_argument("path", help="a .gguf file")
     inspect.add_argument("--json", action="store_true", help="print JSON")
@@ -324,6 +376,41 @@ def run_members(args: argparse.Namespace) -> int:
         return fail(str(exc))
 
 
+def run_container_command(args: argparse.Namespace) -> int:
+    from .containers import DeployError, issue_from_files, run_authority, run_enrol
+
+    try:
+        if args.command == "authority":
+            return asyncio.run(
+                run_authority(
+                    Path(args.dir),
+                    mesh_id=args.mesh_id,
+                    node=args.node,
+                    host=args.host,
+                    port=args.port,
+                    etcd=args.etcd,
+                    etcd_public=args.etcd_public,
+                    mesh_name=args.mesh_name,
+                )
+            )
+        if args.command == "enrol":
+            return asyncio.run(
+                run_enrol(args.join, Path(args.dir), args.node, args.host, args.json)
+            )
+        identity = issue_from_files(
+            Path(args.ca_dir),
+            args.mesh_id,
+            args.node,
+            args.role,
+            Path(args.out),
+            tuple(args.host),
+        )
+        print(f"issued {identity.node} ({identity.role}) in mesh {identity.mesh_id}")
+        return 0
+    except DeployError as exc:
+        return fail(str(exc))
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from meshllm.registry.gguf_facts import GgufError, read_facts
 
@@ -382,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_revoke(args)
     if args.command == "members":
         return run_members(args)
+    if args.command in ("authority", "enrol") or (
+        args.command == "credentials" and args.credentials_command == "issue"
+    ):
+        return run_container_command(args)
     if args.command == "inspect":
         return run_inspect(args)
     if args.command == "dev" and args.dev_command == "make-model":

@@ -80,9 +80,17 @@ class Founder:
     """The founding node's part: the mesh's CA and authority, and its etcd (`start_etcd`
     supervises it). Close with `close()`."""
 
-    def __init__(self, state_dir: Path, node: str, host: str, authority_port: int = 0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        node: str,
+        host: str,
+        authority_port: int = 0,
+        *,
+        credentials_dir: Path | None = None,
+    ) -> None:
         self.files = AuthorityFiles(state_dir / "authority")
-        self.credentials_dir = state_dir / "credentials"
+        self.credentials_dir = credentials_dir or state_dir / "credentials"
         self.node = node
         self.host = host
         self.authority_port = authority_port or free_port(bind_address(host))
@@ -90,12 +98,15 @@ class Founder:
         self.authority: Authority | None = None
         self._exit = contextlib.AsyncExitStack()
 
-    def prepare(self) -> str:
-        """The mesh id: kept from an earlier run on this state dir, else a new mesh."""
+    def prepare(self, mesh_id: str = "") -> str:
+        """The mesh id: kept from an earlier run on this state dir, else a new mesh (named
+        `mesh_id` when given)."""
         membership = _existing_founder(self.credentials_dir, self.files)
         if membership is not None:
             return membership.mesh_id
-        mesh_id = f"m-{secrets.token_hex(6)}"
+        if self.files.exists():  # the CA was made, this node not yet admitted
+            return pki.identity_of(self.files.load()[1]).mesh_id
+        mesh_id = mesh_id or f"m-{secrets.token_hex(6)}"
         self.files.create(mesh_id, (self.host,))
         return mesh_id
 
@@ -116,17 +127,19 @@ class Founder:
         *,
         mesh_name: str,
         external_store: bool,
-        expose_store: Callable[[], Awaitable[None]],
+        expose_store: Callable[[], Awaitable[None]] | None = None,
+        local: list[str] | None = None,
     ) -> MeshAccess:
         """Connect to etcd as its root user, prepare it, open the authority's door and admit
-        this node. `etcd` is what the tokens name."""
-        local = [self.etcd.local_endpoint] if self.etcd is not None else etcd
+        this node. `etcd` is what the tokens name; `local` how this machine reaches it."""
+        if local is None:
+            local = [self.etcd.local_endpoint] if self.etcd is not None else etcd
         store = await self._exit.enter_async_context(
             EtcdStore.connect(local, credentials=None if external_store else self.files.credentials)
         )
 
         async def before_member(node: str) -> None:
-            if node != self.node:
+            if node != self.node and expose_store is not None:
                 await expose_store()
                 await store.wait_reachable(20.0)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import InvalidRequest
@@ -119,7 +119,7 @@ def make_csr(key: ec.EllipticCurvePrivateKey, node: str) -> x509.CertificateSign
 
 
 def issue(
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,  # RSA: a CA made by an installer
     ca_cert: x509.Certificate,
     public_key: ec.EllipticCurvePublicKey,
     *,

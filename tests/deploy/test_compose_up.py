@@ -1,7 +1,8 @@
 """`docker compose up` for real: the CPU image built from deploy/Dockerfile, the stack of
 deploy/docker-compose.yml brought up on a generated model (podman and podman-compose where no
 Docker engine runs), the `openai` client on the published API port, a second box joining with
-an invite token through deploy/docker-compose.join.yml, the worker container killed and
+an invite token through deploy/docker-compose.join.yml (its enrol container getting the box's
+certificate from the first box's authority), the worker container killed and
 started again, and `down` leaving nothing behind."""
 
 from __future__ import annotations
@@ -95,13 +96,14 @@ def box1(
         ["docker-compose.yml"],
         {
             "MESH_IMAGE": image,
-            "MESH_SECRET": uuid.uuid4().hex,
+            "MESH_MESH_ID": f"compose-{uuid.uuid4().hex[:6]}",
             "MESH_MODEL": "/models/tiny.gguf",
             "MESH_MODELS_DIR": str(models_dir(root, tiny_model, "tiny")),
             "MESH_PORT": str(port),
             "MESH_CONSOLE_PORT": str(free_port()),
             "MESH_RELAY_PORT": str(free_port()),
             "MESH_ETCD_PORT": str(free_port()),
+            "MESH_AUTHORITY_PORT": str(free_port()),
             "MESH_WORKER_HOST": host,
         },
     )
@@ -127,7 +129,7 @@ def test_models_and_chat_through_the_published_port(box1: Box) -> None:
 
 
 def test_every_container_passes_its_healthcheck(box1: Box) -> None:
-    services = ["etcd", "registry", "scheduler", "worker", "gateway"]
+    services = ["authority", "etcd", "registry", "scheduler", "worker", "gateway"]
     for service in services:
         name = box1.project.container(service)
         if box1.project.engine == "podman":
@@ -143,10 +145,9 @@ def test_every_container_passes_its_healthcheck(box1: Box) -> None:
 def test_a_second_box_joins_with_the_token(
     box1: Box, tiny_model: Path, host: str, image: str, tmp_path: Path
 ) -> None:
-    etcd_port = box1.project.variables["MESH_ETCD_PORT"]
     gateway = box1.project.container("gateway")
     invite = box1.project.container_cmd(
-        "exec", gateway, "mesh-llm", "invite", "--etcd", f"{host}:{etcd_port}"
+        "exec", gateway, "mesh-llm", "invite", "--credentials", "/credentials/node", "--uses", "1"
     )
     assert invite.returncode == 0, invite.stderr
     token = invite.stdout.strip()

@@ -21,7 +21,7 @@ VALUE_SETS = {
     "defaults": [],
     **{p.stem: ["-f", str(p)] for p in (CHART / "examples").glob("*.yaml")},
 }
-FIRST_BOX = {"MESH_SECRET": "test-secret"}
+FIRST_BOX: dict[str, str] = {}
 JOINING_BOX = {"MESH_JOIN": "mesh1.x.y", "MESH_NODE": "box2", "MESH_WORKER_HOST": "192.0.2.2"}
 COMPOSE_SETS = [
     (["docker-compose.yml"], FIRST_BOX),
@@ -67,21 +67,27 @@ def compose_services(tools: Path, name: str, variables: dict[str, str]) -> dict[
 
 def test_compose_join_file_runs_only_this_box_services(tools: Path) -> None:
     services = compose_services(tools, "docker-compose.join.yml", JOINING_BOX)
-    assert set(services) == {"registry", "worker", "gateway"}
-    for service in services.values():
-        assert service["environment"]["MESH_JOIN"] == JOINING_BOX["MESH_JOIN"]
-        assert "MESH_ETCD_ENDPOINTS" not in service["environment"]
+    assert set(services) == {"enrol", "registry", "worker", "gateway"}
+    assert f"--join={JOINING_BOX['MESH_JOIN']}" in services["enrol"]["command"]
+    for name in ("registry", "worker", "gateway"):
+        environment = services[name]["environment"]
+        assert environment["MESH_JOIN"] == JOINING_BOX["MESH_JOIN"]
+        assert environment["MESH_TLS_DIR"] == "/credentials/node"
+        assert "MESH_ETCD_ENDPOINTS" not in environment
     assert services["worker"]["environment"]["MESH_ADVERTISE_HOST"] == "192.0.2.2"
 
 
 def test_compose_runs_the_same_services_as_serve(tools: Path) -> None:
     services = compose_services(tools, "docker-compose.yml", FIRST_BOX)
-    assert set(services) == {"etcd", "registry", "scheduler", "worker", "gateway"}
+    assert set(services) == {"authority", "etcd", "registry", "scheduler", "worker", "gateway"}
     for name in ("registry", "scheduler", "worker", "gateway"):
         service = services[name]
         assert service["command"] == [name] and service["init"] is True
         assert service["environment"]["MESH_ETCD_ENDPOINTS"] == "etcd:2379"
+        assert service["environment"]["MESH_TLS_DIR"] == "/credentials/node"
     assert services["gateway"]["environment"]["MESH_PROXY__FORCE_RELAY"] == "true"
+    etcd = services["etcd"]["command"]
+    assert "--client-cert-auth" in etcd and "--listen-client-urls=https://0.0.0.0:2379" in etcd
 
 
 def test_dockerfile_passes_hadolint(tools: Path) -> None:
@@ -177,3 +183,63 @@ def test_schedulers_stand_by_and_etcd_has_three_members(rendered: tuple[str, lis
         assert not etcd and endpoints.count(",") == 2
     else:
         assert etcd[0]["spec"]["replicas"] == 3 and endpoints.endswith(":2379")
+
+
+def test_every_pod_gets_its_own_certificate_from_the_release_ca(
+    rendered: tuple[str, list[dict]],
+) -> None:
+    _, docs = rendered
+    assert by_kind(docs, "ConfigMap")[0]["data"]["MESH_TLS_DIR"] == "/credentials"
+    for workload in [d for d in docs if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet")]:
+        pod = workload["spec"]["template"]["spec"]
+        [init] = pod["initContainers"]
+        assert init["args"][:2] == ["credentials", "issue"], workload["metadata"]["name"]
+        for container in pod["containers"]:
+            mounts = {m["name"]: m for m in container["volumeMounts"]}
+            assert mounts["credentials"]["readOnly"] and "ca" not in mounts, container["name"]
+
+
+def test_the_charts_ca_issues_certificates_that_pass_mutual_tls(
+    rendered: tuple[str, list[dict]], tmp_path: Path
+) -> None:
+    """The CA Helm's genCA makes (RSA) and `mesh-llm credentials issue` as the init containers
+    run it: two pods' certificates complete a mutual TLS handshake with each other."""
+    import base64
+    import socket
+    import sys
+    import threading
+
+    from meshllm.core import pki
+
+    path, docs = rendered
+    secrets = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"].endswith("-ca")]
+    if not secrets:
+        assert "external-etcd" in path  # it names an existing CA Secret
+        return
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    for key in ("ca.crt", "ca.key"):
+        (ca_dir / key).write_bytes(base64.b64decode(secrets[0]["data"][key]))
+    pods = {}
+    for node in ("gpu-node-1", "t-mesh-llm-gateway-abc"):
+        issue = ["credentials", "issue", "--ca-dir", str(ca_dir), "--mesh-id", "k8s"]
+        issue += ["--node", node, "--host", "10.0.0.9", "--out", str(tmp_path / node)]
+        done = run([sys.executable, "-m", "meshllm.cli", *issue])
+        assert done.returncode == 0, done.stderr
+        pods[node] = pki.Credentials(tmp_path / node)
+        assert pods[node].identity().mesh_id == "k8s" and pods[node].identity().node == node
+    server_side, client_side = socket.socketpair()
+    server = pods["gpu-node-1"].server_context()
+    client = pods["t-mesh-llm-gateway-abc"].client_context()
+    seen: list[dict] = []
+
+    def accept() -> None:
+        with server.wrap_socket(server_side, server_side=True) as tls:
+            seen.append(tls.getpeercert())
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    with client.wrap_socket(client_side, server_hostname=pki.SERVER_NAME) as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    thread.join(10)
+    assert seen and dict(x[0] for x in seen[0]["subject"])["commonName"] == "t-mesh-llm-gateway-abc"

@@ -19,8 +19,8 @@ app.kubernetes.io/component: {{ .component }}
 {{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
 {{- end -}}
 
-{{- define "mesh-llm.secretName" -}}
-{{- .Values.mesh.existingSecret | default (printf "%s-secret" (include "mesh-llm.fullname" .)) -}}
+{{- define "mesh-llm.caSecretName" -}}
+{{- .Values.mesh.existingCASecret | default (printf "%s-ca" (include "mesh-llm.fullname" .)) -}}
 {{- end -}}
 
 {{- define "mesh-llm.etcdEndpoints" -}}
@@ -31,17 +31,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment every service shares: the ConfigMap, the secret, and this pod's address. */}}
+{{/* Environment every service shares: the ConfigMap and this pod's address. */}}
 {{- define "mesh-llm.env" -}}
 envFrom:
   - configMapRef:
       name: {{ include "mesh-llm.fullname" . }}-config
 env:
-  - name: MESH_SECRET
-    valueFrom:
-      secretKeyRef:
-        name: {{ include "mesh-llm.secretName" . }}
-        key: secret
   - name: MESH_ADVERTISE_HOST
     valueFrom:
       fieldRef:
@@ -62,4 +57,50 @@ readinessProbe:
 
 {{- define "mesh-llm.terminationGrace" -}}
 {{ add .Values.shutdownGraceSeconds .Values.worker.stopGraceSeconds 15 }}
+{{- end -}}
+
+
+{{/* An init container that issues this pod its certificate from the release's CA (into the
+"credentials" volume; only this container sees the CA key). Arguments: root, nodeField
+(the fieldPath naming the node: spec.nodeName or metadata.name), role, hosts (extra names). */}}
+{{- define "mesh-llm.credentialsInit" -}}
+- name: credentials
+  image: {{ include "mesh-llm.image" .root }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  args:
+    - credentials
+    - issue
+    - --ca-dir=/ca
+    - --mesh-id={{ .root.Values.mesh.id }}
+    - --node=$(CERT_NODE)
+    - --role={{ .role }}
+    - --host=$(POD_IP)
+    {{- range .hosts }}
+    - --host={{ . }}
+    {{- end }}
+    - --out=/credentials
+  env:
+    - name: CERT_NODE
+      valueFrom: {fieldRef: {fieldPath: {{ .nodeField }}}}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: POD_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+  resources:
+    requests: {cpu: 10m, memory: 32Mi}
+  volumeMounts:
+    - {name: ca, mountPath: /ca, readOnly: true}
+    - {name: credentials, mountPath: /credentials}
+{{- end -}}
+
+{{/* The volumes credentialsInit uses. */}}
+{{- define "mesh-llm.credentialsVolumes" -}}
+- name: ca
+  secret:
+    secretName: {{ include "mesh-llm.caSecretName" . }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+      - {key: ca.key, path: ca.key}
+- name: credentials
+  emptyDir: {medium: Memory}
 {{- end -}}
