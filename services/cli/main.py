@@ -246,6 +246,29 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
         "--api-host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)"
     )
     parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="require this key (Authorization: Bearer KEY, or x-api-key) on the API (repeatable; "
+        "a key shows in the process list: prefer --api-keys-file)",
+    )
+    parser.add_argument(
+        "--api-keys-file", default="", metavar="PATH", help="require one of the keys in PATH"
+    )
+    parser.add_argument(
+        "--no-api-key",
+        action="store_true",
+        help="serve the API without keys even though --api-host is not loopback",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (https://app.example.com) whose pages may call the API (repeatable)",
+    )
+    parser.add_argument(
         "--host",
         default="",
         help="address other nodes reach this one on (default: the address of "
@@ -297,6 +320,9 @@ def run_serve(args: argparse.Namespace) -> int:
     for path in getattr(args, "gguf", []):
         if not Path(path).is_file():
             return fail(f"--gguf {path}: no such file")
+    problem = api_problem(args)
+    if problem:
+        return fail(problem)
     opts = ServeOptions(
         port=args.port,
         console_port=args.console_port,
@@ -305,6 +331,10 @@ def run_serve(args: argparse.Namespace) -> int:
         node=args.node,
         host=args.host,
         api_host=args.api_host,
+        api_keys=args.api_key,
+        api_keys_file=args.api_keys_file,
+        open_api=args.no_api_key,
+        cors_origins=args.cors_origin,
         state_dir=args.state_dir,
         json=args.json,
         verbose=args.verbose,
@@ -322,6 +352,22 @@ def run_serve(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except InvalidSettings as exc:  # a bad MESH_* variable in this environment
         return fail(exc.message)
+
+
+def api_problem(args: argparse.Namespace) -> str:
+    """Why the API flags cannot work together; "" when they can."""
+    from meshllm.core.errors import MeshError
+    from meshllm.gateway.guard import exposure_problem, read_keys
+
+    if any("," in key for key in args.api_key):
+        return "--api-key: a key cannot contain ','"
+    try:
+        keys = read_keys(args.api_key, args.api_keys_file)
+    except MeshError as exc:
+        return f"--api-keys-file: {exc.message}"
+    if args.api_keys_file and not keys:
+        return f"--api-keys-file: {args.api_keys_file} holds no key"
+    return exposure_problem(args.api_host, bool(keys), args.no_api_key) or ""
 
 
 def run_discover(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from meshllm.core.pki import check_node_name
 from meshllm.core.process import ChildProcess
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
+from meshllm.gateway.guard import read_keys
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.catalog import ALIASES, BUILTIN
 from meshllm.registry.settings import RegistrySettings
@@ -68,6 +69,10 @@ class ServeOptions:
     threads: int = 0
     host: str = ""  # the address other nodes reach this one on; "" = this machine's LAN address
     api_host: str = "127.0.0.1"
+    api_keys: list[str] = field(default_factory=list)
+    api_keys_file: str = ""
+    open_api: bool = False  # no keys beyond loopback, on purpose
+    cors_origins: list[str] = field(default_factory=list)
     state_dir: str = ""
     json: bool = False
     verbose: bool = False
@@ -284,6 +289,10 @@ async def _run(
             **{**common, "bind_host": opts.api_host},
             http_port=opts.port,
             console_port=opts.console_port,
+            api_keys=",".join(opts.api_keys),
+            api_keys_file=str(Path(opts.api_keys_file).resolve()) if opts.api_keys_file else "",
+            allow_no_api_key=opts.open_api,
+            cors_origins=opts.cors_origins,
         ),
     )
     running = RunningNode(
@@ -296,11 +305,9 @@ async def _run(
     )
     running.register()
     announce_ready(console, stack, opts, access)
-    tasks = [
-        asyncio.create_task(
-            announce_models(f"http://{local_address(opts.api_host)}:{opts.port}", names, console)
-        )
-    ]
+    keys = read_keys(opts.api_keys, opts.api_keys_file)
+    api_url = f"http://{local_address(opts.api_host)}:{opts.port}"
+    tasks = [asyncio.create_task(announce_models(api_url, names, console, keys[:1]))]
     published = access.invites.get(pki.NODE) or token
     if (
         published is not None
@@ -551,10 +558,13 @@ def fetch_with_progress(name: str, registry: RegistrySettings, console: Console)
         raise ServeError(f"could not download {name}; check the network or pass --gguf PATH")
 
 
-async def announce_models(api: str, names: list[str], console: Console) -> None:
+async def announce_models(
+    api: str, names: list[str], console: Console, keys: tuple[str, ...] = ()
+) -> None:
     pending = set(names)
     started = time.monotonic()
-    async with aiohttp.ClientSession() as http:
+    headers = {"authorization": f"Bearer {keys[0]}"} if keys else {}
+    async with aiohttp.ClientSession(headers=headers) as http:
         while pending:
             try:
                 async with http.get(f"{api}/v1/models") as reply:

@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .access import check_exposure
 from .errors import InvalidRequest
 from .invite import decode_token
 from .pki import Credentials
@@ -66,8 +67,6 @@ class BaseServiceSettings(BaseSettings):
     grpc_port: int = 0
     http_port: int = 0
     lease_ttl_s: int = Field(3, ge=1, le=60)
-    # gRPC (and a worker's relay) listen on bind_host: beyond loopback only with TLS
-    exposes_mesh_ports: ClassVar[bool] = True
     shutdown_grace_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="before")
@@ -105,6 +104,11 @@ class BaseServiceSettings(BaseSettings):
     @property
     def credentials(self) -> Credentials | None:
         return Credentials(Path(self.tls_dir)).check() if self.tls_dir else None
+
+    def check_startup(self) -> None:
+        """Raises a MeshError (one line) for a configuration that must not start: gRPC (and a
+        worker's relay) listen on bind_host, which is beyond loopback only with TLS."""
+        check_exposure("gRPC and the relay", self.bind_host, self.credentials)
 
     @property
     def etcd_credentials(self) -> Credentials | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from . import keys
-from .access import RevokedSerials, check_exposure
+from .access import RevokedSerials
 from .config import BaseServiceSettings, load_settings
 from .errors import MeshError
 from .grpc import ServerSecurity, make_server, set_serving
@@ -136,8 +136,7 @@ def service_main(
     (a container's restart policy then retries), never a traceback."""
     try:
         settings = load_settings(settings_type)
-        if settings.exposes_mesh_ports:
-            check_exposure(f"{kind}'s gRPC and relay", settings.bind_host, settings.credentials)
+        settings.check_startup()
     except MeshError as exc:
         print(f"{kind}: {exc.message}", file=sys.stderr)
         sys.exit(2)

@@ -44,7 +44,8 @@ BODY_TIMEOUT_S = 60.0
 RELAY_ERROR_HEADER = "x-mesh-relay-error"
 MAX_ERROR_BODY_BYTES = 64 * 1024
 T = TypeVar("T")
-# Hop-by-hop and recomputed headers are not copied between the two connections.
+# Hop-by-hop and recomputed headers are not copied between the two connections, nor an
+# upstream's CORS headers (llama-server allows every origin; the gateway decides, gateway/guard).
 _SKIP_HEADERS = {
     "connection",
     "keep-alive",
@@ -250,7 +251,7 @@ async def relay_response(
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
         for k, v in response.headers.items()
-        if k.lower() not in _SKIP_HEADERS
+        if k.lower() not in _SKIP_HEADERS and not k.lower().startswith("access-control-")
     ]
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     try:

@@ -9,6 +9,7 @@ from meshllm.core.streaming import relay_session, upstream_session
 from .app import GatewayApp, create_api
 from .console import create_console
 from .endpoints import EndpointTable
+from .guard import ApiGuard
 from .proxy import Proxy
 from .routing import Router
 from .settings import GatewaySettings
@@ -30,10 +31,13 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         lambda: relays,
     )
     components = [Closer(local), Closer(relays), *table.caches]
+    policy = settings.api_policy()
     if settings.console_port:
         console, caches = create_console(ctx.store, settings.mesh_id, table)
-        components += [*caches, EmbeddedUvicorn(console, settings.bind_host, settings.console_port)]
-    return ServiceParts(components=components, http_app=GatewayApp(proxy, create_api(table)))
+        guarded = ApiGuard(console, policy)
+        components += [*caches, EmbeddedUvicorn(guarded, settings.bind_host, settings.console_port)]
+    app = ApiGuard(GatewayApp(proxy, create_api(table)), policy)
+    return ServiceParts(components=components, http_app=app)
 
 
 def cli() -> None:

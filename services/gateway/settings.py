@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import ClassVar
-
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from meshllm.core.config import BaseServiceSettings, Section
+from meshllm.core.errors import InvalidRequest
+
+from .guard import ApiPolicy, exposure_problem, read_keys
 
 
 class ProxySettings(Section):
@@ -25,7 +26,28 @@ class GatewaySettings(BaseServiceSettings):
     console_port: int = Field(3131, description="console and management API; 0 = off")
     grpc_port: int = 0
     proxy: ProxySettings = Field(default_factory=ProxySettings)
-    exposes_mesh_ports: ClassVar[bool] = False  # bind_host is the API's address
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="comma-separated API keys; any one of them lets a client in"
+    )
+    api_keys_file: str = Field("", description="a file of API keys, one per line")
+    allow_no_api_key: bool = Field(
+        False, description="serve the API without keys on a non-loopback bind_host, on purpose"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="web origins allowed to call the API from a browser"
+    )
+
+    def check_startup(self) -> None:
+        """The gateway's bind_host is the API's address: it needs keys beyond loopback."""
+        self.api_policy()
+
+    def api_policy(self) -> ApiPolicy:
+        """The keys and origins; refuses an API open beyond loopback by accident."""
+        keys = read_keys(self.api_keys.get_secret_value().split(","), self.api_keys_file)
+        problem = exposure_problem(self.bind_host, bool(keys), self.allow_no_api_key)
+        if problem is not None:
+            raise InvalidRequest(problem)
+        return ApiPolicy.create(keys, self.cors_origins)
 
     @property
     def probe_url(self) -> str:  # the API answers the probes itself, on bind_host

@@ -17,6 +17,7 @@ from typing import Any
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 MAX_DECODED_ARRAY = 4096
+MAX_NESTING = 4  # arrays of arrays: real files use one level; a hostile one could use thousands
 DEFAULT_ALIGNMENT = 32
 
 _SCALARS: dict[GGUFValueType, str] = {
@@ -67,6 +68,7 @@ class _Cursor:
         self.buffer = buffer
         self.order = order
         self.pos = 0
+        self.depth = 0
 
     def take(self, size: int) -> memoryview:
         end = self.pos + size
@@ -95,6 +97,15 @@ class _Cursor:
         return self.scalar(_SCALARS[kind])
 
     def array(self) -> GgufArray:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise HeaderError(f"arrays nested more than {MAX_NESTING} deep")
+            return self._array()
+        finally:
+            self.depth -= 1
+
+    def _array(self) -> GgufArray:
         item = _value_type(self.scalar("I"))
         length = self.scalar("Q")
         if length <= MAX_DECODED_ARRAY:
@@ -158,6 +169,8 @@ def _parse(view: memoryview) -> GgufHeader:
         dims = tuple(cursor.scalar("Q") for _ in range(cursor.scalar("I")))
         infos.append((name, dims, cursor.scalar("I"), cursor.scalar("Q")))
     alignment = fields.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment < 0:
+        raise HeaderError(f"general.alignment is {str(alignment)[:20]!r}, not a positive number")
     data_offset = -(-cursor.pos // alignment) * alignment
     tensors = [TensorInfo(n, d, t, data_offset + o, tensor_bytes(d, t)) for n, d, t, o in infos]
     return GgufHeader(version, fields, tensors, data_offset)

@@ -233,6 +233,18 @@ def test_admin_commands_say_what_is_missing(tmp_path: Path) -> None:
     )
 
 
+def test_an_api_beyond_loopback_needs_keys(tmp_path: Path) -> None:
+    state = ["--state-dir", str(tmp_path / "s"), "--port", str(free_port())]
+    assert_one_line_error(run("serve", "--api-host", "0.0.0.0", *state), "without API keys")
+    assert_one_line_error(
+        run("serve", "--api-keys-file", str(tmp_path / "none"), *state), "cannot read"
+    )
+    assert_one_line_error(run("client", "--auto", "--api-key", "a,b", *state), "cannot contain")
+    done = start_service("gateway", MESH_BIND_HOST="0.0.0.0")
+    assert_service_refused(done, 2, "without API keys")
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_service_refuses_to_face_the_network_without_credentials() -> None:
     done = start_service("registry", MESH_BIND_HOST="0.0.0.0")
     assert_service_refused(done, 2, "without TLS")

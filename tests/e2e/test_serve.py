@@ -37,9 +37,9 @@ class Serve(ServeProcess):
         raise AssertionError(f"{model} has no ready instance")
 
 
-def start_serve(state: Path, *models: Path) -> Serve:
+def start_serve(state: Path, *models: Path, extra: tuple[str, ...] = ()) -> Serve:
     port, console_port = free_port(), free_port()
-    flags = [arg for model in models for arg in ("--gguf", str(model))]
+    flags = [arg for model in models for arg in ("--gguf", str(model))] + list(extra)
     return Serve(
         "serve",
         mesh_llm(
@@ -301,3 +301,38 @@ def test_sigterm_stops_every_child(serve: Serve) -> None:
     assert left == [], f"left behind: {left}"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{serve.api}/models")
+
+
+def test_the_node_mints_invites_and_lists_members(serve: Serve) -> None:
+    import json
+    import subprocess
+
+    from meshllm.core.invite import decode_token
+
+    ready = serve.wait_event("ready")
+    run = lambda *args: subprocess.run(  # noqa: E731
+        mesh_llm(*args), capture_output=True, text=True, timeout=60
+    )
+    minted = run("invite", "--json", "--client", "--ttl", "1h", "--uses", "1")
+    assert minted.returncode == 0, minted.stderr
+    token = decode_token(json.loads(minted.stdout)["token"])
+    assert (token.mesh_id, token.role) == (ready["mesh"], "client")
+    assert 3500 < token.expires - time.time() <= 3600
+    members = json.loads(run("members", "--json").stdout)
+    assert [m["node"] for m in members] == [ready["node"]]
+    assert "cannot be revoked" not in run("revoke", ready["node"] + "-x").stderr
+
+
+def test_api_keys_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("sk-first\nsk-second\n")
+    running = start_serve(tmp_path / "state", tiny_model, extra=("--api-keys-file", str(keys)))
+    try:
+        running.wait_event("model_ready")
+        body = {"model": tiny_model.stem, "prompt": "hi", "max_tokens": 2}
+        refused = httpx.post(f"{running.api}/completions", json=body, timeout=30)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        client = openai.OpenAI(base_url=running.api, api_key="sk-second", max_retries=0)
+        assert client.completions.create(**body).choices  # type: ignore[call-overload]
+    finally:
+        running.stop()

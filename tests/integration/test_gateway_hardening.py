@@ -25,6 +25,7 @@ from meshllm.core.streaming import RELAY_ERROR_HEADER, upstream_session
 from meshllm.gateway import metrics
 from meshllm.gateway.app import GatewayApp, create_api
 from meshllm.gateway.endpoints import EndpointTable
+from meshllm.gateway.guard import ApiGuard, ApiPolicy
 from meshllm.gateway.proxy import Proxy
 from meshllm.gateway.routing import Router
 from meshllm.gateway.settings import ProxySettings
@@ -55,8 +56,12 @@ class Served:
         await eventually(lambda: all(e.instance_id != instance for e in self.table.snapshot(model)))
 
 
-@pytest.fixture
-async def served(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIterator[Served]:
+@contextlib.asynccontextmanager
+async def start_served(
+    store: EtcdStore, mesh_id: str, llama: LlamaServer, policy: ApiPolicy
+) -> AsyncIterator[Served]:
+    """The gateway as its service runs it: the proxy and API behind the API guard, in a real
+    uvicorn, routing to a real llama-server."""
     table = EndpointTable(store, mesh_id)
     tasks = [asyncio.create_task(c.run()) for c in table.caches]
     session = upstream_session()
@@ -65,7 +70,9 @@ async def served(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIte
         Proxy(SETTINGS, NODE, table, router, lambda: session, lambda: session), create_api(table)
     )
     port = free_port()
-    server = EmbeddedUvicorn(app, "127.0.0.1", port, header_timeout_s=HEADER_TIMEOUT_S)
+    server = EmbeddedUvicorn(
+        ApiGuard(app, policy), "127.0.0.1", port, header_timeout_s=HEADER_TIMEOUT_S
+    )
     tasks.append(asyncio.create_task(server.run()))
     await store.put(
         keys.catalog_entry(mesh_id, "tiny"), pb.CatalogEntry(name="tiny", aliases=["tiny-alias"])
@@ -73,12 +80,31 @@ async def served(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIte
     await eventually(lambda: server.started and table.ready)
     gw = Served(f"http://127.0.0.1:{port}", port, table, router, store, mesh_id)
     await gw.add_endpoint("real", llama.url)
-    yield gw
-    await server.stop()
-    for cache in table.caches:
-        await cache.stop()
-    await asyncio.gather(*tasks)
-    await session.close()
+    try:
+        yield gw
+    finally:
+        await server.stop()
+        for cache in table.caches:
+            await cache.stop()
+        await asyncio.gather(*tasks)
+        await session.close()
+
+
+@pytest.fixture
+async def served(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIterator[Served]:
+    async with start_served(store, mesh_id, llama, ApiPolicy.create()) as gw:
+        yield gw
+
+
+KEY = "sk-mesh-test"
+ALLOWED_ORIGIN = "https://app.example.com"
+
+
+@pytest.fixture
+async def keyed(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIterator[Served]:
+    policy = ApiPolicy.create([KEY, "sk-other"], [ALLOWED_ORIGIN])
+    async with start_served(store, mesh_id, llama, policy) as gw:
+        yield gw
 
 
 def chat(model: str = "tiny", **extra: object) -> dict[str, object]:
@@ -439,3 +465,74 @@ async def test_a_client_that_leaves_a_non_streamed_request_frees_the_slot(
     # asked once: running to max_tokens would take over 5 s here
     await asyncio.sleep(2.0)
     assert await slow_llama.busy_slots() == 0, "the slot kept generating after the client left"
+
+
+async def test_api_keys_let_in_the_official_clients_and_no_one_else(
+    keyed: Served, llama: LlamaServer
+) -> None:
+    import anthropic
+    import openai
+
+    async with httpx.AsyncClient(base_url=keyed.url, timeout=30) as client:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
+            reply = await client.post("/v1/chat/completions", json=chat(), headers=headers)
+            assert assert_openai_error(reply, 401)["code"] == "invalid_api_key"
+            assert reply.headers["www-authenticate"].startswith("Bearer")
+        assert (await client.get("/v1/models")).status_code == 401
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/readyz")).status_code == 200  # probes stay open
+    gpt = openai.AsyncOpenAI(base_url=f"{keyed.url}/v1", api_key=KEY, max_retries=0)
+    assert (await gpt.chat.completions.create(**chat())).choices  # type: ignore[call-overload]
+    with pytest.raises(openai.AuthenticationError):
+        await openai.AsyncOpenAI(
+            base_url=f"{keyed.url}/v1", api_key="sk-nope", max_retries=0
+        ).models.list()
+    claude = anthropic.AsyncAnthropic(base_url=keyed.url, api_key="sk-other", max_retries=0)
+    message = await claude.messages.create(
+        model="tiny", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.role == "assistant"
+
+
+async def test_other_origins_are_refused_and_llama_servers_cors_never_passes(
+    served: Served, keyed: Served, llama: LlamaServer
+) -> None:
+    evil = {"origin": "https://evil.example"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        direct = await client.options(
+            f"{llama.url}/v1/chat/completions",
+            headers={**evil, "access-control-request-method": "POST"},
+        )
+        assert "access-control-allow-origin" in direct.headers  # llama-server allows anyone
+        # a "simple" cross-site POST (no preflight) must not make the mesh generate
+        simple = await client.post(
+            f"{served.url}/v1/chat/completions",
+            content=json.dumps(chat()),
+            headers={**evil, "content-type": "text/plain"},
+        )
+        assert assert_openai_error(simple, 403)["code"] == "forbidden"
+        preflight = await client.options(
+            f"{served.url}/v1/chat/completions",
+            headers={**evil, "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 403
+        assert "access-control-allow-origin" not in preflight.headers
+        plain = await client.post(f"{served.url}/v1/chat/completions", json=chat())
+        assert plain.status_code == 200
+        assert not [h for h in plain.headers if h.startswith("access-control-")]
+        allowed = {"origin": ALLOWED_ORIGIN}
+        preflight = await client.options(
+            f"{keyed.url}/v1/chat/completions",
+            headers={**allowed, "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        answered = await client.post(
+            f"{keyed.url}/v1/chat/completions",
+            json=chat(),
+            headers={**allowed, "authorization": f"Bearer {KEY}"},
+        )
+        assert answered.status_code == 200
+        assert answered.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        own = {"origin": served.url}  # the gateway's own page
+        assert (await client.get(f"{served.url}/v1/models", headers=own)).status_code == 200
