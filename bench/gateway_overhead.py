@@ -37,15 +37,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiohttp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import ServeProcess, local_serve
 from helpers import descendants
 
-from meshllm.cli.etcd import free_port
 from meshllm.core.pki import Credentials
 
 DEFAULT_MODEL = Path.home() / ".cache" / "mesh-llm" / "models" / "smollm2-135m-instruct.gguf"
@@ -217,123 +217,52 @@ class Target:
     model: str
 
 
-def serve_command() -> list[str]:
-    script = Path(sys.executable).parent / "mesh-llm"
-    if script.is_file():
-        return [str(script), "serve"]
-    return [sys.executable, "-m", "meshllm.cli", "serve"]
-
-
 class ServeStack:
-    """`mesh-llm serve` as a child process, stopped with SIGINT."""
+    """`mesh-llm serve` through the tests' harness (tests/harness.py), stopped with SIGINT."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.state_dir = Path(tempfile.mkdtemp(prefix="mesh-llm-bench-"))
-        self.port = free_port()
-        self.console_port = free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._reader: asyncio.Task[None] | None = None
+        self.serve: ServeProcess | None = None
 
-    def argv(self) -> list[str]:
-        return [
-            *serve_command(),
-            "--gguf", str(self.config.model),
-            "--port", str(self.port),
-            "--console-port", str(self.console_port),
-            "--state-dir", str(self.state_dir),
-            "--parallel", str(self.config.slots),
-            "--context", str(self.config.context),
-            "--threads", str(self.config.threads),
-            "--json",
-        ]  # fmt: skip
+    @property
+    def pid(self) -> int:
+        assert self.serve is not None
+        return self.serve.pid
 
     async def start(self) -> Target:
         if not self.config.model.is_file():
             raise BenchError(f"no model file at {self.config.model} (pass --model PATH)")
-        argv = self.argv()
-        log(f"starting: {shlex.join(argv)}")
-        with self._stderr_log() as stderr:
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=stderr
-            )
-        self._reader = asyncio.create_task(self._read_events())
+        self.serve = serve = local_serve(
+            self.state_dir,
+            self.config.model,
+            threads=self.config.threads,
+            parallel=self.config.slots,
+            context=self.config.context,
+        )
+        log(f"starting: {shlex.join(serve.argv)}")
         try:
-            return await asyncio.wait_for(self._come_up(), STARTUP_TIMEOUT_S)
-        except TimeoutError:
+            ready = await asyncio.to_thread(serve.wait_event, "model_ready", 1, STARTUP_TIMEOUT_S)
+            model = str(ready["model"])
+            log(f"model {model} is ready")
+            port = await asyncio.to_thread(serve.llama_port, model)
+        except AssertionError as exc:
             raise BenchError(
-                f"the stack did not come up within {STARTUP_TIMEOUT_S:.0f} s "
-                f"(logs: {self.state_dir})"
-            ) from None
+                f"the stack did not come up: {self._why()} (logs: {self.state_dir})"
+            ) from exc
+        return Target(serve.api.removesuffix("/v1"), f"http://127.0.0.1:{port}", model)
 
-    async def _come_up(self) -> Target:
-        model = await self._model_ready()
-        direct = await self._direct_url(model)
-        return Target(f"http://127.0.0.1:{self.port}", direct, model)
-
-    def _stderr_log(self) -> BinaryIO:
-        return open(self.state_dir / "serve.stderr", "wb")
-
-    async def _read_events(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    await self.events.put(event)
-        await self.events.put({"event": "eof"})
-
-    async def _model_ready(self) -> str:
-        while True:
-            event = await self.events.get()
-            kind = event.get("event")
-            if kind == "model_ready":
-                log(f"model {event['model']} is ready")
-                return str(event["model"])
-            if kind in ("error", "eof", "stopped"):
-                await self._exited()
-                raise BenchError(f"mesh-llm serve stopped early: {self._why(event)}")
-
-    async def _exited(self, timeout_s: float = 10.0) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), timeout_s)
-
-    def _why(self, event: dict[str, Any]) -> str:
-        if event.get("event") == "error":
-            return f"{event.get('service')} failed (logs: {self.state_dir})"
-        tail = (self.state_dir / "serve.stderr").read_text(errors="replace").strip()
-        last = tail.splitlines()[-1] if tail else "no output"
-        return f"{last} (logs: {self.state_dir})"
-
-    async def _direct_url(self, model: str) -> str:
-        url = f"http://127.0.0.1:{self.console_port}/api/status"
-        async with aiohttp.ClientSession() as http:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError, ValueError):
-                    async with http.get(url) as reply:
-                        port = ready_instance_port(await reply.json(), model)
-                    if port:
-                        return f"http://127.0.0.1:{port}"
-                await asyncio.sleep(0.25)
+    def _why(self) -> str:
+        assert self.serve is not None
+        said = [e for e in self.serve.events if "output" in e or e.get("event") == "error"]
+        return str(said[-1]) if said else "no output"
 
     async def stop(self) -> None:
-        if self.proc is None:
+        if self.serve is None:
             return
-        if self.proc.returncode is None:
-            log("stopping the stack (SIGINT)")
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                log(f"the stack ignored SIGINT for {STOP_TIMEOUT_S:.0f} s; killing it")
-                self.proc.kill()
-                await self.proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-        log(f"stack stopped (exit {self.proc.returncode}); logs in {self.state_dir}")
+        log("stopping the stack (SIGINT)")
+        code = await asyncio.to_thread(self.serve.stop, STOP_TIMEOUT_S, signal.SIGINT)
+        log(f"stack stopped (exit {code}); logs in {self.state_dir}")
 
 
 def ready_instance_port(status: dict[str, Any], model: str) -> int | None:
@@ -617,8 +546,7 @@ async def run(config: Config) -> dict[str, Any]:
     try:
         target = await stack.start()
         if config.pin:
-            assert stack.proc is not None
-            log(pin_processes(stack.proc.pid))
+            log(pin_processes(stack.pid))
         return await benchmark(target, config, False)
     finally:
         await stack.stop()

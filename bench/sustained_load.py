@@ -167,8 +167,7 @@ async def run(config: overhead.Config, load: Load) -> dict[str, Any]:
     try:
         target = await stack.start()
         if config.pin:
-            assert stack.proc is not None
-            overhead.log(overhead.pin_processes(stack.proc.pid))
+            overhead.log(overhead.pin_processes(stack.pid))
         tallies = await measure(target, load)
     finally:
         await stack.stop()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages Mesh LLM needs: etcd (the mesh's store) and a C++ toolchain for llama.cpp.
+# System packages Mesh LLM needs: etcd (the mesh's store), a C++ toolchain for llama.cpp, and
+# a headless Chromium for the tests that drive the console in a real browser.
 # Installs only what is missing (Debian/Ubuntu, as root or with sudo).
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ command -v g++ >/dev/null || need+=(g++)
 command -v ninja >/dev/null || need+=(ninja-build)
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
+command -v chromium >/dev/null || need+=(chromium)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 if ! command -v apt-get >/dev/null; then

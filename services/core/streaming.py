@@ -38,6 +38,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Between two chunks of an answer: llama-server sends a token every few ms to seconds; a peer
+# behind a cut link sends nothing, and TCP would wait for minutes.
+STREAM_IDLE_TIMEOUT_S = 120.0
 BODY_TIMEOUT_S = 60.0
 # Set on every answer a worker relay makes itself (its own failure: unknown instance, wrong
 # secret, llama-server unreachable), so a gateway can tell those from llama-server's answers.
@@ -244,9 +247,11 @@ async def relay_response(
     *,
     extra_headers: Iterable[tuple[str, str]] = (),
     on_chunk: Callable[[bytes], None] | None = None,
+    idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S,
 ) -> bool:
     """Stream the opened upstream response to the client. Returns False if the client left
-    (the upstream connection is then closed, cancelling generation) or upstream broke."""
+    (the upstream connection is then closed, cancelling generation) or upstream broke or
+    said nothing for `idle_timeout_s` (a peer behind a cut link never says it is gone)."""
     response = opened.response
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -255,7 +260,7 @@ async def relay_response(
     ]
     headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     try:
-        return await client.guard(_pump(opened, send, headers, on_chunk))
+        return await client.guard(_pump(opened, send, headers, on_chunk, idle_timeout_s))
     except ClientGone:
         return False
     finally:
@@ -267,6 +272,7 @@ async def _pump(
     send: Send,
     headers: list[tuple[bytes, bytes]],
     on_chunk: Callable[[bytes], None] | None,
+    idle_timeout_s: float,
 ) -> bool:
     response = opened.response
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -276,9 +282,10 @@ async def _pump(
             if on_chunk is not None:
                 on_chunk(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            chunk = await response.content.readany()
-    except (aiohttp.ClientError, OSError) as exc:
-        await send({"type": "http.response.body", "body": _sse_error(str(exc)), "more_body": True})
+            chunk = await asyncio.wait_for(response.content.readany(), idle_timeout_s)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        reason = f"no data for {idle_timeout_s:.0f}s" if isinstance(exc, TimeoutError) else str(exc)
+        await send({"type": "http.response.body", "body": _sse_error(reason), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return False
     await send({"type": "http.response.body", "body": b""})

@@ -364,6 +364,7 @@ class Proxy:
                 send,
                 extra_headers=[*reply_headers, ("x-mesh-node", endpoint.node)],
                 on_chunk=counter,
+                idle_timeout_s=self._settings.stream_idle_timeout_s,
             )
         finally:
             self._router.finished(endpoint)

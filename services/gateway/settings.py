@@ -15,6 +15,9 @@ class ProxySettings(Section):
         600.0, gt=0, description="upstream headers and first byte (a whole non-streamed answer)"
     )
     body_timeout_s: float = Field(60.0, gt=0, description="the client's whole request body")
+    stream_idle_timeout_s: float = Field(
+        120.0, gt=0, description="an answer that sends nothing for this long is cut (SSE error)"
+    )
     max_body_bytes: int = Field(64 * 2**20, gt=0, description="larger request bodies get 413")
     retry_after_s: int = Field(5, ge=1, description="Retry-After on 503")
     suspect_for_s: float = Field(10.0, ge=0, description="rank a failed replica last this long")

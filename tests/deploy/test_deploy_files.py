@@ -243,3 +243,17 @@ def test_the_charts_ca_issues_certificates_that_pass_mutual_tls(
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
     thread.join(10)
     assert seen and dict(x[0] for x in seen[0]["subject"])["commonName"] == "t-mesh-llm-gateway-abc"
+
+
+def test_the_api_takes_a_key_made_at_install(rendered: tuple[str, list[dict]]) -> None:
+    _, docs = rendered
+    gateway = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")
+    )
+    env = {e["name"]: e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    reference = env["MESH_API_KEYS"]["valueFrom"]["secretKeyRef"]
+    secret = next(d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == reference["name"])
+    import base64
+
+    assert base64.b64decode(secret["data"][reference["key"]]).startswith(b"sk-mesh-")
+    assert "MESH_ALLOW_NO_API_KEY" not in env

@@ -11,16 +11,16 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from harness import LAB_API_PORT, ServeProcess, lab_node, mesh_llm
 from helpers import cannot_run_here
 from netns import Host, Lab, netns_supported
 
@@ -31,68 +31,13 @@ from meshllm.core.store import EtcdStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 TTL_S = 3
-API_PORT = 9337
 MESH_NAME = "lab-mesh"
-
-
-@dataclass
-class Node:
-    host: Host
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[str] | None = None
-    events: list[dict] = field(default_factory=list)
-
-    @property
-    def api(self) -> str:
-        return f"http://{self.host.address}:{API_PORT}/v1"
-
-    def start(self) -> None:
-        self.events = []
-        self.process = subprocess.Popen(
-            self.host.command(self.argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
-            elif line.strip():
-                self.events.append({"output": line.strip()})
-
-    def wait_event(self, kind: str, count: int = 1, timeout: float = 180) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e for e in self.events if e.get("event") == kind]
-            if len(found) >= count:
-                return found[count - 1]
-            assert self.process is not None and self.process.poll() is None, (
-                f"{self.name} exited: {self.events}"
-            )
-            assert time.monotonic() < deadline, f"{self.name}: no {kind}: {self.events}"
-            time.sleep(0.1)
-
-    def served(self) -> dict[str, list[str]]:
-        models = httpx.get(f"{self.api}/models", timeout=10).json()["data"]
-        return {m["id"]: sorted(r["node"] for r in m["meshllm"]["replicas"]) for m in models}
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.api, api_key="unused", max_retries=0, timeout=60)
-
-
-def mesh_llm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "meshllm.cli", *args]
 
 
 @dataclass
 class Mesh:
     lab: Lab
-    nodes: dict[str, Node]
+    nodes: dict[str, ServeProcess]
     token: str
     state: Path
 
@@ -104,23 +49,6 @@ class Mesh:
         return EtcdStore.connect(token.etcd, credentials=self.credentials(name), wait_s=5)
 
 
-def node_argv(host: Host, name: str, state: Path, *extra: str) -> list[str]:
-    return mesh_llm(
-        *extra,
-        "--host",
-        host.address,
-        "--api-host",
-        host.address,
-        "--node",
-        name,
-        "--state-dir",
-        str(state / name),
-        "--json",
-        "--console-port",
-        "0",
-    )
-
-
 @pytest.fixture(scope="module")
 def mesh(
     chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
@@ -130,15 +58,11 @@ def mesh(
         cannot_run_here(f"multi-host tests need network namespaces: {reason}")
     state = tmp_path_factory.mktemp("mesh")
     lab = Lab.create(5)
-    nodes: dict[str, Node] = {}
+    nodes: dict[str, ServeProcess] = {}
     try:
         h1, h2, h3, h4, _ = lab.hosts
-        first = Node(
-            h1,
-            "n1",
-            node_argv(
-                h1, "n1", state, "serve", "--gguf", str(chat_model), "--mesh-name", MESH_NAME
-            ),
+        first = lab_node(
+            h1, "n1", state, "serve", "--gguf", str(chat_model), "--mesh-name", MESH_NAME
         )
         first.start()
         ready = first.wait_event("ready")
@@ -150,7 +74,7 @@ def mesh(
             "c4": (h4, ["client", "--join", ready["client_token"]]),
         }
         for name, (host, args) in joins.items():
-            nodes[name] = Node(host, name, node_argv(host, name, state, *args))
+            nodes[name] = lab_node(host, name, state, *args)
             nodes[name].start()
         for node in nodes.values():
             node.wait_event("ready")
@@ -253,7 +177,7 @@ def test_a_stranger_reaches_only_the_api(mesh: Mesh) -> None:
     )
     assert done.returncode == 0, done.stderr
     seen = {int(port): answer for port, answer in json.loads(done.stdout).items()}
-    assert seen.pop(API_PORT) == "http"
+    assert seen.pop(LAB_API_PORT) == "http"
     assert seen.pop(authority) == "tls-open"
     assert seen and all(answer in ("closed", "tls-refused") for answer in seen.values()), seen
     assert "tls-refused" in seen.values()  # etcd, gRPC and the relay are there, behind TLS
@@ -332,7 +256,7 @@ def test_an_expired_invite_cannot_join(mesh: Mesh, tmp_path: Path) -> None:
     time.sleep(1.5)
     stranger = mesh.lab.hosts[4]
     token = json.loads(minted.stdout)["token"]
-    done = run_on(stranger, node_argv(stranger, "late", tmp_path, "client", "--join", token))
+    done = run_on(stranger, lab_node(stranger, "late", tmp_path, "client", "--join", token).argv)
     assert done.returncode == 1
     assert "expired" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
@@ -387,7 +311,7 @@ def test_discover_finds_the_published_mesh_from_another_host(mesh: Mesh) -> None
 
 def test_client_auto_joins_the_mesh_it_finds(mesh: Mesh, chat_model: Path, tmp_path: Path) -> None:
     host = mesh.lab.hosts[4]
-    node = Node(host, "c5", node_argv(host, "c5", tmp_path, "client", "--auto"))
+    node = lab_node(host, "c5", tmp_path, "client", "--auto")
     node.start()
     try:
         joined = node.wait_event("joining", timeout=60)

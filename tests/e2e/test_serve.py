@@ -7,65 +7,24 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from harness import ServeProcess, mesh_llm
+from harness import ServeProcess, local_serve, mesh_llm
 from helpers import descendants, pid_alive, start_time
-
-from meshllm.cli.etcd import free_port
 
 pytestmark = pytest.mark.e2e
 TTL_S = 3  # the services' default lease TTL
 
 
-@dataclass
-class Serve(ServeProcess):
-    port: int = 0
-    console_port: int = 0
-    state: Path = Path()
-
-    def llama_port(self, model: str) -> int:
-        for worker in self.status()["workers"]:
-            for instance in worker.get("instances", []):
-                if instance["model"] == model and instance["state"] == "INSTANCE_STATE_READY":
-                    return int(instance["port"])
-        raise AssertionError(f"{model} has no ready instance")
-
-
-def start_serve(state: Path, *models: Path, extra: tuple[str, ...] = ()) -> Serve:
-    port, console_port = free_port(), free_port()
-    flags = [arg for model in models for arg in ("--gguf", str(model))] + list(extra)
-    return Serve(
-        "serve",
-        mesh_llm(
-            "serve",
-            *flags,
-            "--port",
-            str(port),
-            "--console-port",
-            str(console_port),
-            "--state-dir",
-            str(state),
-            "--json",
-        ),
-        api=f"http://127.0.0.1:{port}/v1",
-        console=f"http://127.0.0.1:{console_port}",
-        port=port,
-        console_port=console_port,
-        state=state,
-    ).start()
-
-
 @pytest.fixture(scope="module")
 def serve(
     chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Serve]:
-    running = start_serve(tmp_path_factory.mktemp("serve"), chat_model, tiny_model)
+) -> Iterator[ServeProcess]:
+    running = local_serve(tmp_path_factory.mktemp("serve"), chat_model, tiny_model)
     try:
         running.wait_event("model_ready", count=2)
         yield running
@@ -73,14 +32,14 @@ def serve(
         running.stop()
 
 
-def test_models_lists_both(serve: Serve, chat_model: Path, tiny_model: Path) -> None:
+def test_models_lists_both(serve: ServeProcess, chat_model: Path, tiny_model: Path) -> None:
     models = serve.client().models.list()
     ids = sorted(m.id for m in models.data)
     assert ids == sorted([chat_model.stem, tiny_model.stem])
     assert all(m.owned_by == "mesh-llm" for m in models.data)
 
 
-def test_chat(serve: Serve, chat_model: Path) -> None:
+def test_chat(serve: ServeProcess, chat_model: Path) -> None:
     reply = serve.client().chat.completions.create(
         model=chat_model.stem,
         temperature=0,
@@ -91,7 +50,7 @@ def test_chat(serve: Serve, chat_model: Path) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
-def test_chat_streaming(serve: Serve, chat_model: Path) -> None:
+def test_chat_streaming(serve: ServeProcess, chat_model: Path) -> None:
     stream = serve.client().chat.completions.create(
         model=chat_model.stem,
         temperature=0,
@@ -103,7 +62,9 @@ def test_chat_streaming(serve: Serve, chat_model: Path) -> None:
     assert len(pieces) > 3 and "4" in "".join(pieces)
 
 
-def test_completions_and_embeddings(serve: Serve, chat_model: Path, tiny_model: Path) -> None:
+def test_completions_and_embeddings(
+    serve: ServeProcess, chat_model: Path, tiny_model: Path
+) -> None:
     client = serve.client()
     done = client.completions.create(model=tiny_model.stem, prompt="Hello", max_tokens=8)
     assert done.choices[0].text
@@ -111,7 +72,9 @@ def test_completions_and_embeddings(serve: Serve, chat_model: Path, tiny_model: 
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 576
 
 
-def test_responses_and_messages_with_the_official_clients(serve: Serve, chat_model: Path) -> None:
+def test_responses_and_messages_with_the_official_clients(
+    serve: ServeProcess, chat_model: Path
+) -> None:
     """OpenAI's Responses API and Anthropic's Messages API, routed by model like the others."""
     import anthropic
 
@@ -135,7 +98,7 @@ def test_responses_and_messages_with_the_official_clients(serve: Serve, chat_mod
         )
 
 
-def test_greedy_output_equals_llama_server_direct(serve: Serve, chat_model: Path) -> None:
+def test_greedy_output_equals_llama_server_direct(serve: ServeProcess, chat_model: Path) -> None:
     body = {
         "model": chat_model.stem,
         "temperature": 0,
@@ -162,7 +125,7 @@ def test_greedy_output_equals_llama_server_direct(serve: Serve, chat_model: Path
 
 
 def test_bad_input_gets_clear_errors_and_the_stack_keeps_serving(
-    serve: Serve, chat_model: Path
+    serve: ServeProcess, chat_model: Path
 ) -> None:
     client = serve.client()
     with pytest.raises(openai.NotFoundError) as unknown:
@@ -182,32 +145,20 @@ def test_bad_input_gets_clear_errors_and_the_stack_keeps_serving(
     assert reply.choices[0].message.content is not None
 
 
-def test_console_and_metrics(serve: Serve, chat_model: Path) -> None:
+def test_console_and_metrics(serve: ServeProcess, chat_model: Path) -> None:
     status = serve.status()
     assert [m["id"] for m in status["models"]] == sorted(m["id"] for m in status["models"])
     assert all(p["placed"] for p in status["placement"])
-    page = httpx.get(f"http://127.0.0.1:{serve.console_port}/")
+    page = httpx.get(f"{serve.console}/")
     assert page.status_code == 200 and "Mesh LLM" in page.text
-    metrics = httpx.get(f"http://127.0.0.1:{serve.port}/metrics").text
+    metrics = httpx.get(f"{serve.api.removesuffix('/v1')}/metrics").text
     assert f'mesh_gateway_requests_total{{model="{chat_model.stem}"' in metrics
 
 
-def service_pid(serve: Serve, name: str) -> int:
-    pid = find_service(serve, name)
-    assert pid is not None, f"no {name} process"
-    return pid
-
-
-def find_service(serve: Serve, name: str) -> int | None:
-    for pid, cmd in descendants(serve.pid).items():
-        argv = cmd.split()
-        if f"meshllm.{name}" in argv or Path(argv[0]).name == name:
-            return pid
-    return None
-
-
-def test_killed_worker_leaves_within_the_ttl_and_comes_back(serve: Serve, chat_model: Path) -> None:
-    worker = service_pid(serve, "worker")
+def test_killed_worker_leaves_within_the_ttl_and_comes_back(
+    serve: ServeProcess, chat_model: Path
+) -> None:
+    worker = serve.pid_of("worker")
     llama_servers = {
         p: start_time(p) for p, cmd in descendants(worker).items() if "llama-server" in cmd
     }
@@ -235,7 +186,7 @@ def test_killed_worker_leaves_within_the_ttl_and_comes_back(serve: Serve, chat_m
     assert any(e.get("event") == "restart" and e.get("service") == "worker" for e in serve.events)
 
 
-def test_store_loss_is_survived_said_and_repaired(serve: Serve, chat_model: Path) -> None:
+def test_store_loss_is_survived_said_and_repaired(serve: ServeProcess, chat_model: Path) -> None:
     def chat() -> httpx.Response:
         body = {
             "model": chat_model.stem,
@@ -248,20 +199,20 @@ def test_store_loss_is_survived_said_and_repaired(serve: Serve, chat_model: Path
         return [e for e in serve.events if e.get("event") == kind and e.get("service") == "etcd"]
 
     exits, restarts = len(etcd_events("restart")), len(etcd_events("restarted"))
-    killed = service_pid(serve, "etcd")
+    killed = serve.pid_of("etcd")
     os.kill(killed, signal.SIGKILL)
     assert chat().status_code == 200  # gateways route from what they already know
     said = wait_for(lambda: etcd_events("restart")[exits:])
     assert "store (etcd) exited" in said[0]["message"] and said[0]["code"] == -signal.SIGKILL
     wait_for(lambda: etcd_events("restarted")[restarts:])  # back, and healthy
-    etcd = service_pid(serve, "etcd")
+    etcd = serve.pid_of("etcd")
     assert etcd != killed
 
     # a gateway that starts while the store is away answers; once the store is back it
     # routes again, from what the restarted store kept
     os.kill(etcd, signal.SIGSTOP)
     try:
-        os.kill(service_pid(serve, "gateway"), signal.SIGKILL)
+        os.kill(serve.pid_of("gateway"), signal.SIGKILL)
         reply = wait_for(lambda: answered(chat), timeout=60)  # a Python start on 2 busy cores
         assert reply.status_code == 503
         assert reply.json()["error"]["code"] == "store_unavailable" and reply.headers["retry-after"]
@@ -290,7 +241,7 @@ def wait_for(check: Callable[[], object], timeout: float = 30.0) -> Any:
         time.sleep(0.2)
 
 
-def test_sigterm_stops_every_child(serve: Serve) -> None:
+def test_sigterm_stops_every_child(serve: ServeProcess) -> None:
     children = descendants(serve.pid)
     assert any("llama-server" in c for c in children.values())
     assert any("etcd" in c for c in children.values())
@@ -303,7 +254,7 @@ def test_sigterm_stops_every_child(serve: Serve) -> None:
         httpx.get(f"{serve.api}/models")
 
 
-def test_the_node_mints_invites_and_lists_members(serve: Serve) -> None:
+def test_the_node_mints_invites_and_lists_members(serve: ServeProcess) -> None:
     import json
     import subprocess
 
@@ -326,7 +277,7 @@ def test_the_node_mints_invites_and_lists_members(serve: Serve) -> None:
 def test_api_keys_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("sk-first\nsk-second\n")
-    running = start_serve(tmp_path / "state", tiny_model, extra=("--api-keys-file", str(keys)))
+    running = local_serve(tmp_path / "state", tiny_model, extra=("--api-keys-file", str(keys)))
     try:
         running.wait_event("model_ready")
         body = {"model": tiny_model.stem, "prompt": "hi", "max_tokens": 2}

@@ -23,6 +23,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.mesh.existingCASecret | default (printf "%s-ca" (include "mesh-llm.fullname" .)) -}}
 {{- end -}}
 
+{{- define "mesh-llm.apiKeysSecretName" -}}
+{{- .Values.gateway.apiKeys.existingSecret | default (printf "%s-api-keys" (include "mesh-llm.fullname" .)) -}}
+{{- end -}}
+
 {{- define "mesh-llm.etcdEndpoints" -}}
 {{- if .Values.etcd.enabled -}}
 {{- printf "%s-etcd:2379" (include "mesh-llm.fullname" .) -}}
