@@ -2,12 +2,13 @@
 
 Each want (a replica pinned by a node's `--model`, or asked for by the mesh) gets one
 assignment. A model from a local file goes only to nodes whose registry holds the file; a
-pinned want prefers its own node. A model fits a worker when its weights + KV cache for the
-context + headroom fit in what the worker's device budget has left after the assignments it
-already holds. Among the workers it fits, the one with the most memory left wins (ties: node,
-worker id). Every rejected worker gets a reason, kept on the model's PlacementStatus so "why
-is my model pending" has an answer. Pipeline splits and MoE shards will extend `plan` for
-models that fit nowhere.
+pinned want prefers its own node, and a pinned replica placed elsewhere (its node was away,
+full, or had lost the file) goes home as soon as its node can take it again. A model fits a
+worker when its weights + KV cache for the context + headroom fit in what the worker's device
+budget has left after the assignments it already holds. Among the workers it fits, the one
+with the most memory left wins (ties: node, worker id). Every rejected worker gets a reason,
+kept on the model's PlacementStatus so "why is my model pending" has an answer. Pipeline
+splits and MoE shards will extend `plan` for models that fit nowhere.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ def plan(
             served.add(want)
         else:
             result.delete.append(key)
+    for key, a in list(result.keep):
+        if _can_go_home(a, catalog, files, live, used):
+            result.keep.remove((key, a))
+            result.delete.append(key)
+            used[(a.node, a.worker_id)] -= a.memory_bytes
+            served.discard((a.model, a.origin))
     for want in wants:
         if (want.model, want.origin) in served:
             result.report(want.model, True, [])
@@ -148,6 +155,23 @@ def _place(
     )
     result.create.append((worker, assignment))
     result.report(want.model, True, reasons)
+
+
+def _can_go_home(
+    a: pb.Assignment,
+    catalog: Mapping[str, pb.CatalogEntry],
+    files: Mapping[str, set[str]],
+    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    used: Mapping[tuple[str, str], int],
+) -> bool:
+    """A pinned replica serving away from its node, whose node could take it now."""
+    entry = catalog.get(a.model)
+    if not a.origin or a.node == a.origin or entry is None:
+        return False
+    candidates, _ = _with_file(entry, files.get(a.model, set()), live.values())
+    home = [w for w in candidates if w.node == a.origin]
+    worker, _ = choose_worker(a.memory_bytes, home, used)
+    return worker is not None
 
 
 def _with_file(

@@ -32,6 +32,7 @@ class Load:
     headers: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _retry_after: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> Load:
@@ -54,8 +55,8 @@ class Load:
                 result, detail, first = self._one(http, index)
                 ttft = first - started if first else None
                 self.outcomes.append(Outcome(started, time.monotonic(), result, detail, ttft))
-                if result != "ok":
-                    time.sleep(0.2)  # a client backs off a little after an error
+                if result != "ok":  # as OpenAI's clients do: honour Retry-After, else back off
+                    self._stop.wait(min(self._retry_after, 5.0) if self._retry_after else 1.0)
 
     def _one(self, http: httpx.Client, index: int) -> tuple[str, str, float]:
         body = {
@@ -67,6 +68,7 @@ class Load:
         url = f"{self.api}/chat/completions"
         try:
             with http.stream("POST", url, json=body, headers=self.headers) as reply:
+                self._retry_after = float(reply.headers.get("retry-after", 0) or 0)
                 if reply.status_code != 200:
                     return (*_error_reply(reply), 0.0)
                 return _read_answer(reply, self.stream)
@@ -88,6 +90,7 @@ def _error_reply(reply: httpx.Response) -> tuple[str, str]:
 def _read_answer(reply: httpx.Response, stream: bool) -> tuple[str, str, float]:
     """The result, a detail, and when the first content arrived (0.0: none)."""
     if not stream:
+        reply.read()
         choices = reply.json().get("choices")
         return ("ok", "", time.monotonic()) if choices else ("dirty", "no choices", 0.0)
     done, first = False, 0.0
@@ -101,10 +104,35 @@ def _read_answer(reply: httpx.Response, stream: bool) -> tuple[str, str, float]:
     return ("ok", "", first) if done else ("dirty", "the stream ended without [DONE]", first)
 
 
+def recovery_time(
+    api: str, model: str, fault_at: float, headers: dict[str, str], timeout: float = 120
+) -> float | None:
+    """Seconds from the fault until a one-token request succeeds again (probed every 0.2 s
+    from now on); None if it does not within `timeout`."""
+    body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=10) as http:
+        while time.monotonic() < deadline:
+            try:
+                reply = http.post(f"{api}/chat/completions", json=body, headers=headers)
+                if reply.status_code == 200:
+                    return time.monotonic() - fault_at
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    return None
+
+
+def settled_after(outcomes: list[Outcome], fault_at: float) -> float:
+    """Seconds from the fault to the end of the last request that failed (0: none did)."""
+    ends = [o.ended for o in outcomes if o.ended >= fault_at and o.result != "ok"]
+    return max(ends, default=fault_at) - fault_at
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """What a fault cost: requests and failures from the fault on, and how long until
-    requests that started after it succeeded again."""
+    """What a fault cost: requests and failures from the fault on, and how long until the
+    model answered again."""
 
     requests: int
     failed: int
@@ -122,19 +150,13 @@ class Verdict:
         )
 
 
-def judge(outcomes: list[Outcome], fault_at: float) -> Verdict:
-    """Requests in flight at the fault or started after it, and the time from the fault to
-    the end of the first success that began after the last failure."""
+def judge(outcomes: list[Outcome], fault_at: float, recovered_s: float | None) -> Verdict:
+    """Requests in flight at the fault or started after it, by how they ended."""
     affected = [o for o in outcomes if o.ended >= fault_at]
     failures = [o for o in affected if o.result != "ok"]
     count = {
         kind: sum(1 for o in failures if o.result == kind) for kind in ("clean", "dirty", "hung")
     }
-    last_failure = max((o.started for o in failures), default=fault_at)
-    later = [o.ended for o in affected if o.result == "ok" and o.started >= last_failure]
-    recovered = (min(later) - fault_at) if later else None
-    if not failures:
-        recovered = 0.0
     return Verdict(
-        len(affected), len(failures), count["clean"], count["dirty"], count["hung"], recovered
+        len(affected), len(failures), count["clean"], count["dirty"], count["hung"], recovered_s
     )

@@ -108,7 +108,7 @@ def test_the_store_leader_dies_under_load(
             time.sleep(0.2)
         elected_s = time.monotonic() - killed_at
         time.sleep(5)  # keep the load on past several lease renewals on the new leader
-        verdict = judge(load.stop(), killed_at)
+        verdict = judge(load.stop(), killed_at, 0.0)
         record(f"etcd leader SIGKILL, 3 members (new leader in {elected_s:.1f} s)", verdict)
         assert verdict.failed == 0 and verdict.requests > 0
         assert tiny_model.stem in serve.served()  # the mesh still reads the store

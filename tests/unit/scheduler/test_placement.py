@@ -166,5 +166,36 @@ def test_a_pin_whose_node_is_full_goes_elsewhere() -> None:
     assert [w.node for w, _ in result.create] == ["b"]
 
 
+@pytest.mark.parametrize(
+    ("home_files", "home_budget_gib", "goes_home"),
+    [
+        ({"a", "b"}, 8, True),  # its node is back with the file and room: home it goes
+        ({"a"}, 8, False),  # its node still lacks the file
+        ({"a", "b"}, 0.5, False),  # its node has no room for it
+    ],
+)
+def test_a_pin_placed_away_goes_home_when_its_node_can_take_it(
+    home_files: set[str], home_budget_gib: float, goes_home: bool
+) -> None:
+    """b's pin ran on a while b was cut off (b had lost its file record); b is back."""
+    away = plan(
+        [Want("m", "b", 0)], {"m": local("m", 1)}, {"m": {"a"}}, [worker("a", 8)], {}, SETTINGS
+    )
+    [(placed_on, assignment)] = away.create
+    assert placed_on.node == "a"
+    now = plan(
+        [Want("m", "b", 0)],
+        {"m": local("m", 1)},
+        {"m": home_files},
+        [worker("a", 8), worker("b", home_budget_gib)],
+        {"k-away": assignment},
+        SETTINGS,
+    )
+    if goes_home:
+        assert now.delete == ["k-away"] and [w.node for w, _ in now.create] == ["b"]
+    else:
+        assert [k for k, _ in now.keep] == ["k-away"] and not now.create and not now.delete
+
+
 def test_mesh_demand_from_requests_is_not_pinned() -> None:
     assert wants_from([pb.Demand(model="m", origin="requests")]) == [Want("m", "", 0)]
