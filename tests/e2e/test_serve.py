@@ -155,6 +155,26 @@ def test_console_and_metrics(serve: ServeProcess, chat_model: Path) -> None:
     assert f'mesh_gateway_requests_total{{model="{chat_model.stem}"' in metrics
 
 
+def test_the_node_mints_invites_and_lists_members(serve: ServeProcess) -> None:
+    import json
+    import subprocess
+
+    from meshllm.core.invite import decode_token
+
+    ready = serve.wait_event("ready")
+    run = lambda *args: subprocess.run(  # noqa: E731
+        mesh_llm(*args), capture_output=True, text=True, timeout=60
+    )
+    minted = run("invite", "--json", "--client", "--ttl", "1h", "--uses", "1")
+    assert minted.returncode == 0, minted.stderr
+    token = decode_token(json.loads(minted.stdout)["token"])
+    assert (token.mesh_id, token.role) == (ready["mesh"], "client")
+    assert 3500 < token.expires - time.time() <= 3600
+    members = json.loads(run("members", "--json").stdout)
+    assert [m["node"] for m in members] == [ready["node"]]
+    assert "cannot be revoked" not in run("revoke", ready["node"] + "-x").stderr
+
+
 def test_killed_worker_leaves_within_the_ttl_and_comes_back(
     serve: ServeProcess, chat_model: Path
 ) -> None:
@@ -252,26 +272,6 @@ def test_sigterm_stops_every_child(serve: ServeProcess) -> None:
     assert left == [], f"left behind: {left}"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{serve.api}/models")
-
-
-def test_the_node_mints_invites_and_lists_members(serve: ServeProcess) -> None:
-    import json
-    import subprocess
-
-    from meshllm.core.invite import decode_token
-
-    ready = serve.wait_event("ready")
-    run = lambda *args: subprocess.run(  # noqa: E731
-        mesh_llm(*args), capture_output=True, text=True, timeout=60
-    )
-    minted = run("invite", "--json", "--client", "--ttl", "1h", "--uses", "1")
-    assert minted.returncode == 0, minted.stderr
-    token = decode_token(json.loads(minted.stdout)["token"])
-    assert (token.mesh_id, token.role) == (ready["mesh"], "client")
-    assert 3500 < token.expires - time.time() <= 3600
-    members = json.loads(run("members", "--json").stdout)
-    assert [m["node"] for m in members] == [ready["node"]]
-    assert "cannot be revoked" not in run("revoke", ready["node"] + "-x").stderr
 
 
 def test_api_keys_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
