@@ -194,6 +194,7 @@ class WorkerAgent(LoopComponent):
             context=context,
             parallel=sup.parallel,
             threads=sup.threads,
+            prompt_cache_mib=sup.prompt_cache_mib,
             assignment_id=assignment_id,
             memory_bytes=memory_bytes,
             gpu_layers=0 if self.record.device.kind == pb.DEVICE_KIND_CPU else 999,

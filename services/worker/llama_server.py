@@ -20,6 +20,8 @@ OWNED_FLAGS = {
     "--parallel": 1,
     "--alias": 1,
     "-a": 1,
+    "--cache-ram": 1,
+    "-cram": 1,
     "--metrics": 0,
 }
 
@@ -35,6 +37,7 @@ class InstanceSpec:
     gpu_layers: int = 0  # 0 on a CPU device; all layers on a GPU
     assignment_id: str = ""
     memory_bytes: int = 0
+    prompt_cache_mib: int = 256  # llama-server's host-RAM prompt cache (--cache-ram)
     extra_args: Sequence[str] = field(default_factory=tuple)
 
 
@@ -65,6 +68,8 @@ def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
     ]
     if spec.threads:
         argv += ["--threads", str(spec.threads)]
+    # llama-server keeps up to 8 GiB of prompts in host RAM by default, outside any budget
+    argv += ["--cache-ram", str(spec.prompt_cache_mib)]
     return argv + strip_owned_flags(spec.extra_args)
 
 

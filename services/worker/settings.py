@@ -24,6 +24,9 @@ class SupervisorSettings(Section):
     stable_after_s: float = Field(60.0, gt=0, description="ready this long resets the backoff")
     parallel: int = Field(4, ge=1, description="llama-server slots (--parallel)")
     threads: int = Field(0, ge=0, description="llama-server --threads; 0 = its default")
+    prompt_cache_mib: int = Field(
+        256, ge=0, description="llama-server's host-RAM prompt cache (--cache-ram; 0 = off)"
+    )
     log_dir: str = Field(default_factory=_default_log_dir)
     extra_args: list[str] = Field(default_factory=list, description="appended to llama-server")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -102,6 +103,20 @@ def _read_answer(reply: httpx.Response, stream: bool) -> tuple[str, str, float]:
         elif not first and '"content":"' in line:
             first = time.monotonic()
     return ("ok", "", first) if done else ("dirty", "the stream ended without [DONE]", first)
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> float:
+    """Seconds until `check()` is true; a check that raises counts as false (a node being
+    broken on purpose answers in many ways)."""
+    started = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - started
+        except Exception:
+            pass
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.1)
 
 
 def recovery_time(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from harness import ServeProcess, lab_node
 from helpers import cannot_run_here
-from load import Load, judge, settled_after
+from load import Load, judge, settled_after, wait_until
 from netns import Lab, netns_supported
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.faults, pytest.mark.timeout(600)]
@@ -59,18 +59,6 @@ def link(node: ServeProcess, state: str) -> None:
     subprocess.run(
         node.host.command(["ip", "link", "set", "eth0", state]), check=True, capture_output=True
     )
-
-
-def wait_until(check, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - started
-        except Exception:
-            pass
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout:.0f}s"
-        time.sleep(0.2)
 
 
 def test_a_cut_link_costs_clean_errors_and_heals(

@@ -16,7 +16,7 @@ import aiohttp
 import httpx
 import pytest
 from harness import ServeProcess, local_serve
-from load import Load, Verdict, judge, recovery_time
+from load import Load, Verdict, judge, recovery_time, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(600)]
 FIRST_BYTE_TIMEOUT_S = 4  # what a frozen llama-server costs a non-streamed request
@@ -34,18 +34,6 @@ def box(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield serve
     finally:
         serve.stop()
-
-
-def wait_until(check, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - started
-        except (httpx.HTTPError, AssertionError):
-            pass
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout:.0f}s"
-        time.sleep(0.1)
 
 
 def serving(box: ServeProcess, model: str) -> bool:

@@ -26,6 +26,7 @@ def test_argv_listens_on_loopback_with_metrics() -> None:
     assert argv[argv.index("--parallel") + 1] == "3"
     assert argv[argv.index("--n-gpu-layers") + 1] == "999"
     assert argv[argv.index("--alias") + 1] == "m"
+    assert argv[argv.index("--cache-ram") + 1] == "256"  # bounded: the default is 8 GiB
     assert "--metrics" in argv and pairs
 
 
@@ -41,10 +42,13 @@ def test_user_args_come_last_without_owned_flags() -> None:
         "--metrics",
         "--pooling",
         "cls",
+        "--cache-ram",
+        "-1",
     ]
     argv = build_argv("b", spec(extra_args=extra), 41000)
     assert argv[-4:] == ["--flash-attn", "on", "--pooling", "cls"]
     assert argv.count("--port") == 1 and "0.0.0.0" not in argv and "9" not in argv
+    assert argv.count("--cache-ram") == 1 and "-1" not in argv
 
 
 @pytest.mark.parametrize(
