@@ -1,4 +1,9 @@
-"""Solo placement as a pure function of a snapshot: which worker serves which model.
+"""Placement as a pure function of a snapshot: which workers serve which model.
+
+The unit of placement is a **group**: the assignments that together serve one replica — one
+solo assignment, or (for a split) a host and its peers, all carrying the group's id. A group
+is kept only whole (its want still wanted, every member's worker alive, every peer the host
+names present) and otherwise deleted whole: a split never loses a peer silently.
 
 Each want (a replica pinned by a node's `--model`, or asked for by the mesh) gets one
 assignment. A model from a local file goes only to nodes whose registry holds the file; a
@@ -93,14 +98,16 @@ def plan(
     live = {(w.node, w.worker_id): w for w in workers}
     used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
     served: set[tuple[str, str]] = set()
-    for key, a in sorted(assignments.items()):
-        where, want = (a.node, a.worker_id), (a.model, a.origin)
-        if want in wanted and where in live and want not in served:
-            result.keep.append((key, a))
-            used[where] += a.memory_bytes
+    for members in groups_of(assignments):
+        lead = members[0][1]
+        want = (lead.model, lead.origin)
+        if want in wanted and want not in served and group_is_whole(members, live):
+            result.keep.extend(members)
+            for _, a in members:
+                used[(a.node, a.worker_id)] += a.memory_bytes
             served.add(want)
         else:
-            result.delete.append(key)
+            result.delete.extend(key for key, _ in members)
     for key, a in list(result.keep):
         if _can_go_home(a, catalog, files, live, used):
             result.keep.remove((key, a))
@@ -113,6 +120,33 @@ def plan(
         else:
             _place(want, catalog, files, live, used, settings, result)
     return result
+
+
+LEADS = (pb.ASSIGNMENT_ROLE_SOLO, pb.ASSIGNMENT_ROLE_HOST, pb.ASSIGNMENT_ROLE_UNSPECIFIED)
+
+
+def groups_of(assignments: Mapping[str, pb.Assignment]) -> list[list[tuple[str, pb.Assignment]]]:
+    """Assignments by group, each group's lead (its solo or host assignment) first, groups in
+    the order of their lead's key. An assignment without a group id is a group of its own."""
+    grouped: dict[str, list[tuple[str, pb.Assignment]]] = {}
+    for key, a in sorted(assignments.items()):
+        grouped.setdefault(a.group_id or key, []).append((key, a))
+    ordered = [sorted(m, key=lambda item: item[1].role not in LEADS) for m in grouped.values()]
+    return sorted(ordered, key=lambda members: members[0][0])
+
+
+def group_is_whole(
+    members: list[tuple[str, pb.Assignment]], live: Mapping[tuple[str, str], pb.WorkerRecord]
+) -> bool:
+    """A lead, every member on a live worker, and exactly the peers the lead names."""
+    lead = members[0][1]
+    if lead.role not in LEADS:
+        return False
+    if any((a.node, a.worker_id) not in live for _, a in members):
+        return False
+    named = sorted((p.node, p.worker_id) for p in lead.peers)
+    present = sorted((a.node, a.worker_id) for _, a in members[1:])
+    return named == present
 
 
 def _place(
@@ -142,8 +176,10 @@ def _place(
         result.report(want.model, False, reasons)
         return
     used[(worker.node, worker.worker_id)] += need
+    aid = assignment_id(want.model, want.origin, worker)
     assignment = pb.Assignment(
-        id=assignment_id(want.model, want.origin, worker),
+        id=aid,
+        group_id=aid,
         model=want.model,
         node=worker.node,
         worker_id=worker.worker_id,
@@ -166,7 +202,7 @@ def _can_go_home(
 ) -> bool:
     """A pinned replica serving away from its node, whose node could take it now."""
     entry = catalog.get(a.model)
-    if not a.origin or a.node == a.origin or entry is None:
+    if a.role != pb.ASSIGNMENT_ROLE_SOLO or not a.origin or a.node == a.origin or entry is None:
         return False
     candidates, _ = _with_file(entry, files.get(a.model, set()), live.values())
     home = [w for w in candidates if w.node == a.origin]

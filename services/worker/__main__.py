@@ -14,8 +14,9 @@ from meshllm.core.service import ServiceContext, ServiceParts, service_main
 from meshllm.core.streaming import upstream_session
 
 from .agent import WorkerAgent
-from .binaries import find_binary
+from .binaries import find_binary, find_companion
 from .gpus import select_device
+from .launchers import LLAMA_SERVER, RPC_SERVER
 from .relay import RelayApp
 from .servicer import WorkerServicer
 from .settings import WorkerSettings
@@ -65,9 +66,13 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     scheme = "https" if credentials is not None else "http"
     relay_url = f"{scheme}://{settings.advertise_host}:{settings.relay_port}"
     agent = WorkerAgent(settings, ctx.store, ctx.lease, device, relay_url, lambda: ctx.grpc_address)
+    binaries = {LLAMA_SERVER: binary.path}
+    rpc_server = find_companion("ggml-rpc-server", binary.path)
+    if rpc_server is not None:  # without it this worker serves solo and hosts, never a peer
+        binaries[RPC_SERVER] = rpc_server.path
     supervisor = Supervisor(
         settings.supervisor,
-        binary.path,
+        binaries,
         session,
         on_change=agent.on_instance_change,
         base_env=device_env(device),

@@ -16,6 +16,7 @@ from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
+from .launchers import RPC_SERVER
 from .llama_server import InstanceSpec
 from .settings import WorkerSettings
 from .supervisor import InstanceState, ManagedInstance, Supervisor
@@ -74,8 +75,10 @@ class WorkerAgent(LoopComponent):
         self.record.grpc_address = self._grpc_address()
         if self.supervisor is not None:
             del self.record.instances[:]
-            self.record.instances.extend(
-                instance_message(i) for i in self.supervisor.instances.values()
+            self.record.instances.extend(  # a stopped instance is gone, not a state to show
+                instance_message(i)
+                for i in self.supervisor.instances.values()
+                if i.state != InstanceState.STOPPED
             )
         await self._lease.publish(self._key, self.record)
 
@@ -115,7 +118,8 @@ class WorkerAgent(LoopComponent):
         spec = instance.spec
         key = keys.endpoint(self.settings.mesh_id, spec.model, spec.instance_id)
         try:
-            if instance.state == InstanceState.READY and not self.record.draining:
+            serving = instance.launcher.serves_requests and not self.record.draining
+            if instance.state == InstanceState.READY and serving:
                 await self._lease.publish(
                     key,
                     pb.Endpoint(
@@ -171,11 +175,29 @@ class WorkerAgent(LoopComponent):
         for assignment_id, a in wanted.items():
             if assignment_id not in running:
                 try:
-                    await self.start_instance(a.model, a.context, assignment_id, a.memory_bytes)
+                    if a.role == pb.ASSIGNMENT_ROLE_PEER:
+                        self.start_peer(a)
+                    else:
+                        await self.start_instance(a.model, a.context, assignment_id, a.memory_bytes)
                 except MeshError as exc:
                     logger.warning(
                         "cannot start %s for assignment %s: %s", a.model, assignment_id, exc.message
                     )
+
+    def start_peer(self, a: pb.Assignment) -> ManagedInstance:
+        """A split's peer: an rpc-server holding layers for its host (no endpoint of its own)."""
+        assert self.supervisor is not None
+        spec = InstanceSpec(
+            instance_id=f"{self.worker_id}-{a.id}",
+            model=a.model,
+            model_path="",
+            context=a.context,
+            threads=self.settings.supervisor.threads,
+            assignment_id=a.id,
+            memory_bytes=a.memory_bytes,
+            kind=RPC_SERVER,
+        )
+        return self.supervisor.start(spec)
 
     async def start_instance(
         self, model: str, context: int, assignment_id: str, memory_bytes: int = 0

@@ -45,5 +45,17 @@ def find_binary(name: str, configured: str = "") -> Binary:
     )
 
 
+def find_companion(name: str, beside: str) -> Binary | None:
+    """A binary of the same build as `beside` (its folder first, then the usual search), or
+    None when there is none: e.g. ggml-rpc-server for the llama-server a worker runs."""
+    sibling = os.path.join(os.path.dirname(beside), name)
+    if _is_executable(sibling):
+        return Binary(sibling, f"beside {os.path.basename(beside)}")
+    try:
+        return find_binary(name)
+    except Unavailable:
+        return None
+
+
 def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)

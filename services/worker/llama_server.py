@@ -39,6 +39,7 @@ class InstanceSpec:
     memory_bytes: int = 0
     prompt_cache_mib: int = 256  # llama-server's host-RAM prompt cache (--cache-ram)
     extra_args: Sequence[str] = field(default_factory=tuple)
+    kind: str = "llama-server"  # which launcher runs it (launchers.LAUNCHERS)
 
 
 def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:

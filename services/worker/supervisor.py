@@ -1,5 +1,6 @@
-"""Keeps llama-server instances alive: start, wait for /health, watch liveness, restart with
-exponential backoff after a crash, stop cleanly.
+"""Keeps a worker's processes alive — llama-servers and rpc-servers, each run by its kind's
+launcher (launchers.py): start, wait until ready, watch liveness, restart with exponential
+backoff after a crash, stop cleanly (llama-servers before rpc-servers).
 
     starting → loading → ready → (failed → starting …) | (stopping → stopped)
 
@@ -12,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import aiohttp
 from meshllm.core.errors import CapacityExhausted, Unavailable
 from meshllm.core.process import ChildProcess
 
-from . import llama_server
+from .launchers import LAUNCHERS, Launcher
 from .llama_server import InstanceSpec
 from .settings import SupervisorSettings
 
@@ -57,6 +57,10 @@ class ManagedInstance:
     @property
     def settings(self) -> SupervisorSettings:
         return self._sup.settings
+
+    @property
+    def launcher(self) -> Launcher:
+        return LAUNCHERS[self.spec.kind]
 
     async def _set(self, state: InstanceState, message: str = "") -> None:
         self.state = state
@@ -108,14 +112,16 @@ class ManagedInstance:
     async def _run_once(self) -> float | None:
         """One process lifetime. Returns when it has failed; the monotonic time it became
         ready, or None if it never did."""
-        argv = llama_server.build_argv(self._sup.binary, self.spec, self.port)
+        launcher = self.launcher
+        argv = launcher.argv(self._sup.binary_for(launcher), self.spec, self.port)
         log_path = Path(self.settings.log_dir) / f"{self.spec.instance_id}.log"
         self.process = ChildProcess(
             self.spec.instance_id,
             argv,
             env=self._sup.env_for(self.spec),
             log_path=log_path,
-            death_signal=signal.SIGKILL,  # it holds no state: nothing to finish for a dead worker
+            ignore_sigpipe=launcher.ignore_sigpipe,
+            death_signal=launcher.death_signal,
         )
         await self._set(InstanceState.STARTING)
         try:
@@ -139,7 +145,7 @@ class ManagedInstance:
             assert self.process is not None
             if not self.process.running:
                 return False
-            status = await llama_server.health(
+            status = await self.launcher.probe(
                 self._sup.http, self.port, self.settings.health_timeout_s
             )
             if status == 200:
@@ -158,12 +164,12 @@ class ManagedInstance:
             if done or self._stopping:
                 break
             wait.cancel()
-            status = await llama_server.health(
+            status = await self.launcher.probe(
                 self._sup.http, self.port, self.settings.health_timeout_s
             )
             misses = 0 if status == 200 else misses + 1
             if misses >= self.settings.max_health_misses:
-                self.message = f"/health failed {misses} times in a row"
+                self.message = f"its health probe failed {misses} times in a row"
                 return
 
     async def _fail(self) -> None:
@@ -194,18 +200,19 @@ class ManagedInstance:
 
 
 class Supervisor:
-    """All llama-server instances of one worker."""
+    """All the processes of one worker."""
 
     def __init__(
         self,
         settings: SupervisorSettings,
-        binary: str,
+        binaries: Mapping[str, str],
         http: aiohttp.ClientSession,
         on_change: Callable[[ManagedInstance], Awaitable[None]] | None = None,
         base_env: dict[str, str] | None = None,
     ) -> None:
+        """`binaries`: launcher kind → the executable that runs it."""
         self.settings = settings
-        self.binary = binary
+        self.binaries = dict(binaries)
         self.http = http
         self._on_change = on_change
         self._base_env = base_env
@@ -214,6 +221,12 @@ class Supervisor:
 
     def env_for(self, spec: InstanceSpec) -> dict[str, str] | None:
         return self._base_env
+
+    def binary_for(self, launcher: Launcher) -> str:
+        binary = self.binaries.get(launcher.kind)
+        if binary is None:
+            raise Unavailable(f"this worker has no {launcher.binary_name} to run")
+        return binary
 
     async def on_change(self, instance: ManagedInstance) -> None:
         if self._on_change is not None:
@@ -226,6 +239,7 @@ class Supervisor:
         existing = self.instances.get(spec.instance_id)
         if existing is not None:
             return existing
+        self.binary_for(LAUNCHERS[spec.kind])  # a kind this worker cannot run fails here
         instance = ManagedInstance(spec, self._free_port(), self)
         self.instances[spec.instance_id] = instance
         instance.task = asyncio.create_task(instance.run(), name=f"instance-{spec.instance_id}")
@@ -250,8 +264,11 @@ class Supervisor:
         await self._stopped.wait()
 
     async def stop(self) -> None:
+        """Every process, by rank: llama-servers (a split's host) before rpc-servers."""
         self._stopped.set()
-        await asyncio.gather(*(self.remove(i) for i in list(self.instances)))
+        for rank in sorted({i.launcher.stop_rank for i in self.instances.values()}):
+            ranked = [k for k, i in self.instances.items() if i.launcher.stop_rank == rank]
+            await asyncio.gather(*(self.remove(k) for k in ranked))
 
 
 def _port_is_free(port: int) -> bool:

@@ -12,7 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from meshllm.core.errors import Unavailable
 from meshllm.core.process import ChildProcess
+from meshllm.worker.launchers import LLAMA_SERVER, RPC_SERVER
 from meshllm.worker.llama_server import InstanceSpec
 from meshllm.worker.settings import SupervisorSettings
 from meshllm.worker.supervisor import InstanceState, ManagedInstance, Supervisor
@@ -52,7 +54,7 @@ def make_supervisor(
     async def record(instance: ManagedInstance) -> None:
         states.append((instance.spec.instance_id, instance.state))
 
-    return Supervisor(settings, binary, http, on_change=record)
+    return Supervisor(settings, {LLAMA_SERVER: binary}, http, on_change=record)
 
 
 def spec(model: Path, instance_id: str = "i1") -> InstanceSpec:
@@ -162,3 +164,43 @@ async def test_sigterm_ignored_means_sigkill_after_grace(tmp_path: Path) -> None
     assert code == -signal.SIGKILL
     assert 0.5 <= loop.time() - started < 5
     assert await child.stop() == code  # idempotent
+
+
+async def test_an_rpc_server_is_supervised_beside_llama_server_and_stops_after_it(
+    llama_server_bin: str, tiny_model: Path, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The peer's process kind: ready when its port accepts, restarted when it dies, and
+    stopped only after the llama-servers (a host must go before its peers)."""
+    rpc_bin = str(Path(llama_server_bin).with_name("ggml-rpc-server"))
+    states: list[tuple[str, InstanceState]] = []
+    supervisor = make_supervisor(llama_server_bin, http, tmp_path, states)
+    supervisor.binaries[RPC_SERVER] = rpc_bin
+    peer = supervisor.start(
+        InstanceSpec(instance_id="peer", model="tiny", model_path="", context=0, kind=RPC_SERVER)
+    )
+    host = supervisor.start(spec(tiny_model, "host"))
+    assert await peer.wait_settled(30) == InstanceState.READY
+    assert await host.wait_settled(30) == InstanceState.READY
+    assert "--cache" in peer.process.argv and peer.process.ignore_sigpipe  # type: ignore[union-attr]
+    first = peer.process.pid  # type: ignore[union-attr]
+    os.kill(first, signal.SIGKILL)
+    for _ in range(300):
+        if peer.restart_count == 1 and peer.state == InstanceState.READY:
+            break
+        await asyncio.sleep(0.05)
+    assert peer.state == InstanceState.READY and peer.process.pid != first  # type: ignore[union-attr]
+    states.clear()
+    await supervisor.stop()
+    stopped = [name for name, state in states if state == InstanceState.STOPPED]
+    assert stopped == ["host", "peer"]
+
+
+async def test_a_kind_the_worker_cannot_run_is_refused_at_once(
+    llama_server_bin: str, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    supervisor = make_supervisor(llama_server_bin, http, tmp_path, [])
+    with pytest.raises(Unavailable, match="no ggml-rpc-server"):
+        supervisor.start(
+            InstanceSpec(instance_id="p", model="m", model_path="", context=0, kind=RPC_SERVER)
+        )
+    assert supervisor.instances == {}

@@ -199,3 +199,71 @@ def test_a_pin_placed_away_goes_home_when_its_node_can_take_it(
 
 def test_mesh_demand_from_requests_is_not_pinned() -> None:
     assert wants_from([pb.Demand(model="m", origin="requests")]) == [Want("m", "", 0)]
+
+
+def member(
+    node: str, role: int, group: str = "g1", peers: tuple[str, ...] = (), model: str = "m"
+) -> pb.Assignment:
+    return pb.Assignment(
+        id=f"{group}-{node}",
+        group_id=group,
+        model=model,
+        node=node,
+        worker_id="gpu0",
+        role=role,
+        memory_bytes=GiB,
+        peers=[pb.PeerShare(node=p, worker_id="gpu0", share=0.5) for p in peers],
+    )
+
+
+HOST, PEER, SOLO = pb.ASSIGNMENT_ROLE_HOST, pb.ASSIGNMENT_ROLE_PEER, pb.ASSIGNMENT_ROLE_SOLO
+SPLIT = {
+    "k-a": member("a", HOST, peers=("b", "c")),
+    "k-b": member("b", PEER),
+    "k-c": member("c", PEER),
+}
+
+
+@pytest.mark.parametrize(
+    ("assignments", "alive", "kept"),
+    [
+        (SPLIT, "abc", {"k-a", "k-b", "k-c"}),  # whole: kept whole
+        (SPLIT, "ab", set()),  # a peer's worker is gone: the whole split goes
+        (SPLIT, "bc", set()),  # the host's worker is gone
+        ({k: v for k, v in SPLIT.items() if k != "k-c"}, "abc", set()),  # a named peer missing
+        ({**SPLIT, "k-d": member("d", PEER)}, "abcd", set()),  # a peer the host does not name
+        ({"k-b": SPLIT["k-b"], "k-c": SPLIT["k-c"]}, "abc", set()),  # peers without a host
+        (
+            {"old": pb.Assignment(id="old", model="m", node="a", worker_id="gpu0", role=SOLO)},
+            "a",
+            {"old"},
+        ),
+    ],
+)
+def test_groups_are_kept_or_dropped_whole(
+    assignments: dict[str, pb.Assignment], alive: str, kept: set[str]
+) -> None:
+    workers = [worker(node, 2) for node in alive]
+    result = plan(wants("m"), {"m": entry("m", 8)}, {}, workers, assignments, SETTINGS)
+    assert {k for k, _ in result.keep} == kept
+    assert set(result.delete) == set(assignments) - kept
+
+
+def test_a_second_group_for_a_served_want_goes() -> None:
+    first = member("a", SOLO, group="g1")
+    second = member("b", SOLO, group="g2")
+    result = plan(
+        wants("m"),
+        {"m": entry("m", 1)},
+        {},
+        [worker("a", 4), worker("b", 4)],
+        {"k1": first, "k2": second},
+        SETTINGS,
+    )
+    assert [k for k, _ in result.keep] == ["k1"] and result.delete == ["k2"]
+
+
+def test_a_solo_placement_is_a_group_of_one() -> None:
+    result = plan(wants("m"), {"m": entry("m", 1)}, {}, [worker("a", 4)], {}, SETTINGS)
+    [(_, assignment)] = result.create
+    assert assignment.group_id == assignment.id and assignment.role == SOLO

@@ -36,6 +36,8 @@ class AssignmentRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ASSIGNMENT_ROLE_UNSPECIFIED: _ClassVar[AssignmentRole]
     ASSIGNMENT_ROLE_SOLO: _ClassVar[AssignmentRole]
+    ASSIGNMENT_ROLE_HOST: _ClassVar[AssignmentRole]
+    ASSIGNMENT_ROLE_PEER: _ClassVar[AssignmentRole]
 DEVICE_KIND_UNSPECIFIED: DeviceKind
 DEVICE_KIND_CPU: DeviceKind
 DEVICE_KIND_CUDA: DeviceKind
@@ -54,6 +56,8 @@ MODEL_SOURCE_KIND_PYPI: ModelSourceKind
 MODEL_SOURCE_KIND_HUGGINGFACE: ModelSourceKind
 ASSIGNMENT_ROLE_UNSPECIFIED: AssignmentRole
 ASSIGNMENT_ROLE_SOLO: AssignmentRole
+ASSIGNMENT_ROLE_HOST: AssignmentRole
+ASSIGNMENT_ROLE_PEER: AssignmentRole
 
 class Device(_message.Message):
     __slots__ = ("id", "kind", "name", "uuid", "pci_bus_id", "index", "memory_total_bytes", "memory_free_bytes", "memory_budget_bytes")
@@ -235,8 +239,20 @@ class Demand(_message.Message):
     context: int
     def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ...) -> None: ...
 
+class PeerShare(_message.Message):
+    __slots__ = ("node", "worker_id", "share", "memory_bytes")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    worker_id: str
+    share: float
+    memory_bytes: int
+    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., share: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
 class Assignment(_message.Message):
-    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin")
+    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin", "group_id", "peers", "share")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +263,9 @@ class Assignment(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     node: str
@@ -257,7 +276,10 @@ class Assignment(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     created_unix: int
     origin: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
+    group_id: str
+    peers: _containers.RepeatedCompositeFieldContainer[PeerShare]
+    share: float
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ..., group_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerShare, _Mapping]]] = ..., share: _Optional[float] = ...) -> None: ...
 
 class PlacementStatus(_message.Message):
     __slots__ = ("model", "placed", "reasons", "updated_unix")
