@@ -77,10 +77,12 @@ async def converge(
     tables: list[EndpointTable], expected: int, started: float, timeout: float | None = 5.0
 ) -> float:
     """Seconds from `started` (taken before the write) until every table holds `expected`
-    replicas, woken by the tables' own change listeners (run after each table rebuilt)."""
+    replicas, woken by the tables' own change listeners (run after each table rebuilt). Every
+    cache of a table counts: an endpoint is routed to only once its worker's record is in."""
     changed = asyncio.Event()
     for table in tables:
-        table.endpoints.listeners.append(changed.set)
+        for cache in table.caches:
+            cache.listeners.append(changed.set)
     try:
         async with asyncio.timeout(timeout):
             while any(replica_count(t) != expected for t in tables):
@@ -88,5 +90,6 @@ async def converge(
                 await changed.wait()
     finally:
         for table in tables:
-            table.endpoints.listeners.remove(changed.set)
+            for cache in table.caches:
+                cache.listeners.remove(changed.set)
     return time.perf_counter() - started
