@@ -64,7 +64,9 @@ async def gateway(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIt
         transport=httpx.ASGITransport(app=app), base_url="http://gw"
     ) as client:
         gw = Gateway(app, client, table, router, store, mesh_id)
-        await eventually(lambda: table.ready and table.is_known("loading-model"))
+        await eventually(
+            lambda: table.is_known("loading-model") and table.entry("tiny") is not None
+        )
         await gw.add_endpoint("real", llama.url)
         yield gw
     for cache in table.caches:

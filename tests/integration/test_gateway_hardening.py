@@ -77,7 +77,8 @@ async def start_served(
     await store.put(
         keys.catalog_entry(mesh_id, "tiny"), pb.CatalogEntry(name="tiny", aliases=["tiny-alias"])
     )
-    await eventually(lambda: server.started and table.ready)
+    # each prefix is its own watch: wait for the catalog entry itself, not just a first load
+    await eventually(lambda: server.started and table.resolve("tiny-alias") == "tiny")
     gw = Served(f"http://127.0.0.1:{port}", port, table, router, store, mesh_id)
     await gw.add_endpoint("real", llama.url)
     try:

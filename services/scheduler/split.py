@@ -1,0 +1,136 @@
+"""Pipeline splits as a pure function: which devices share a dense model that fits none of
+them alone, and in what proportion.
+
+- Never split what fits: a model that fits one device gets no split plan.
+- The host is the device with the most free memory; it runs llama-server and keeps the last
+  layers and the output (with `--rpc`, llama.cpp puts remote devices first and the host's own
+  last, so the logits never cross the link).
+- Peers must be within `RTT_CAP_MS` of the host (measured; unknown counts as too far) and run
+  the host's RPC protocol version.
+- Among the peer sets that fit, the fewest stages win, then the lowest estimated per-token
+  time: `compute + Σ RTT(host, peer)` (the host talks to each peer in turn every token).
+- Layers go to each device in proportion to its free memory (`--tensor-split` weights), which
+  never asks a device for more than it has when the total fits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+RTT_CAP_MS = 80.0
+MAX_CANDIDATES = 12  # nearest peers considered (combinations of these are searched)
+
+
+@dataclass(frozen=True)
+class Device:
+    node: str
+    worker_id: str
+    free_bytes: int
+    rpc_version: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}/{self.worker_id}"
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    host: Device
+    peers: tuple[Device, ...]  # in device order: the host's own device comes after them
+    shares: tuple[float, ...]  # peers' then the host's, summing to 1
+    per_token_ms: float  # the latency model's estimate
+
+    @property
+    def stages(self) -> int:
+        return 1 + len(self.peers)
+
+
+def plan_split(
+    need_bytes: int,
+    devices: Sequence[Device],
+    rtt_ms: Callable[[Device, Device], float | None],
+    *,
+    compute_ms: float = 0.0,
+    cap_ms: float = RTT_CAP_MS,
+) -> tuple[SplitPlan | None, list[str]]:
+    """The split for a model needing `need_bytes`, or None with the reasons why there is
+    none (including: it fits one device, so it must not be split)."""
+    if not devices:
+        return None, ["no device in the mesh"]
+    fits_alone = [d for d in devices if d.free_bytes >= need_bytes]
+    if fits_alone:
+        return None, [f"{fits_alone[0].name} fits it alone: a model that fits is never split"]
+    host = min(devices, key=lambda d: (-d.free_bytes, d.node, d.worker_id))
+    peers, reasons = _eligible_peers(host, devices, rtt_ms, cap_ms)
+    for count in range(1, len(peers) + 1):
+        best = _best_of(host, peers, count, need_bytes, rtt_ms)
+        if best is not None:
+            chosen, delay = best
+            return _plan(host, chosen, compute_ms + delay), reasons
+    offered = host.free_bytes + sum(p.free_bytes for p in peers)
+    reasons.insert(
+        0,
+        f"needs {_gib(need_bytes)}; the host {host.name} and {len(peers)} peer(s) within "
+        f"{cap_ms:.0f} ms offer {_gib(offered)}",
+    )
+    return None, reasons
+
+
+def _eligible_peers(
+    host: Device,
+    devices: Sequence[Device],
+    rtt_ms: Callable[[Device, Device], float | None],
+    cap_ms: float,
+) -> tuple[list[Device], list[str]]:
+    peers: list[tuple[float, Device]] = []
+    reasons: list[str] = []
+    for device in devices:
+        if device == host:
+            continue
+        rtt = 0.0 if device.node == host.node else rtt_ms(host, device)
+        if device.rpc_version != host.rpc_version:
+            reasons.append(
+                f"{device.name}: RPC protocol {device.rpc_version or '?'}, the host speaks "
+                f"{host.rpc_version or '?'}"
+            )
+        elif rtt is None:
+            reasons.append(f"{device.name}: no round-trip time measured from {host.node} yet")
+        elif rtt >= cap_ms:
+            reasons.append(
+                f"{device.name}: {rtt:.0f} ms from {host.node}, over the {cap_ms:.0f} ms cap"
+            )
+        else:
+            peers.append((rtt, device))
+    peers.sort(key=lambda item: (item[0], item[1].node, item[1].worker_id))
+    return [device for _, device in peers[:MAX_CANDIDATES]], reasons
+
+
+def _best_of(
+    host: Device,
+    peers: list[Device],
+    count: int,
+    need_bytes: int,
+    rtt_ms: Callable[[Device, Device], float | None],
+) -> tuple[tuple[Device, ...], float] | None:
+    """The `count` peers that, with the host, fit and cost the least time per token."""
+    best: tuple[float, tuple[Device, ...]] | None = None
+    for chosen in itertools.combinations(peers, count):
+        if host.free_bytes + sum(p.free_bytes for p in chosen) < need_bytes:
+            continue
+        delay = sum(0.0 if p.node == host.node else rtt_ms(host, p) or 0.0 for p in chosen)
+        if best is None or delay < best[0]:
+            best = (delay, chosen)
+    return None if best is None else (best[1], best[0])
+
+
+def _plan(host: Device, peers: tuple[Device, ...], per_token_ms: float) -> SplitPlan:
+    devices = (*peers, host)
+    total = sum(d.free_bytes for d in devices)
+    shares = tuple(d.free_bytes / total for d in devices)
+    return SplitPlan(host, peers, shares, per_token_ms)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
