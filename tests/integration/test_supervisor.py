@@ -57,6 +57,18 @@ def make_supervisor(
     return Supervisor(settings, {LLAMA_SERVER: binary}, http, on_change=record)
 
 
+async def kill_and_await_restart(instance: ManagedInstance, timeout_s: float = 15) -> int:
+    """SIGKILL the instance's process and wait (bounded) until it is ready again after one
+    restart; the killed pid."""
+    killed = instance.process.pid  # type: ignore[union-attr]
+    os.kill(killed, signal.SIGKILL)
+    for _ in range(int(timeout_s / 0.05)):
+        if instance.restart_count == 1 and instance.state == InstanceState.READY:
+            break
+        await asyncio.sleep(0.05)
+    return killed
+
+
 def spec(model: Path, instance_id: str = "i1") -> InstanceSpec:
     return InstanceSpec(
         instance_id=instance_id, model="tiny", model_path=str(model), context=512, parallel=2
@@ -96,12 +108,7 @@ async def test_crash_is_restarted_with_backoff(
     instance = supervisor.start(spec(tiny_model))
     try:
         assert await instance.wait_settled(30) == InstanceState.READY
-        first_pid = instance.process.pid  # type: ignore[union-attr]
-        os.kill(first_pid, signal.SIGKILL)
-        for _ in range(300):
-            if instance.restart_count == 1 and instance.state == InstanceState.READY:
-                break
-            await asyncio.sleep(0.05)
+        first_pid = await kill_and_await_restart(instance)
         assert instance.state == InstanceState.READY and instance.restart_count == 1
         assert instance.process.pid != first_pid  # type: ignore[union-attr]
         assert instance.last_exit_code == -signal.SIGKILL
@@ -182,12 +189,7 @@ async def test_an_rpc_server_is_supervised_beside_llama_server_and_stops_after_i
     assert await peer.wait_settled(30) == InstanceState.READY
     assert await host.wait_settled(30) == InstanceState.READY
     assert "--cache" in peer.process.argv and peer.process.ignore_sigpipe  # type: ignore[union-attr]
-    first = peer.process.pid  # type: ignore[union-attr]
-    os.kill(first, signal.SIGKILL)
-    for _ in range(300):
-        if peer.restart_count == 1 and peer.state == InstanceState.READY:
-            break
-        await asyncio.sleep(0.05)
+    first = await kill_and_await_restart(peer)
     assert peer.state == InstanceState.READY and peer.process.pid != first  # type: ignore[union-attr]
     states.clear()
     await supervisor.stop()
