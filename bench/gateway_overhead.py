@@ -386,13 +386,18 @@ async def stream_chat(http: aiohttp.ClientSession, url: str, body: dict[str, Any
     return sample
 
 
+def nth_body(model: str, stream: int, n: int, max_tokens: int) -> dict[str, Any]:
+    """The n-th request of a stream: prompts rotate, each stream starting at its own."""
+    return request_body(model, PROMPTS[(stream + n) % len(PROMPTS)], max_tokens)
+
+
 async def stream_worker(
     http: aiohttp.ClientSession, url: str, model: str, index: int, config: Config
 ) -> list[Sample]:
     samples = []
     for n in range(config.requests_per_stream):
-        prompt = PROMPTS[(index + n) % len(PROMPTS)]
-        samples.append(await stream_chat(http, url, request_body(model, prompt, config.max_tokens)))
+        body = nth_body(model, index, n, config.max_tokens)
+        samples.append(await stream_chat(http, url, body))
     return samples
 
 

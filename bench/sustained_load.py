@@ -81,8 +81,7 @@ async def stream_loop(
     results = []
     n = 0
     while time.monotonic() < until:
-        prompt = overhead.PROMPTS[(index + n) % len(overhead.PROMPTS)]
-        body = overhead.request_body(model, prompt, load.max_tokens)
+        body = overhead.nth_body(model, index, n, load.max_tokens)
         results.append(await one_request(http, url, body, load.hang_after_s))
         n += 1
     return results

@@ -6,6 +6,8 @@ import fcntl
 import socket
 import struct
 
+from meshllm.core.access import is_loopback
+
 _SIOCGIFADDR = 0x8915
 
 
@@ -38,10 +40,6 @@ def lan_address() -> str:
     none (a machine on its own)."""
     interface = default_route_interface()
     return (interface and interface_address(interface)) or "127.0.0.1"
-
-
-def is_loopback(host: str) -> bool:
-    return host.startswith("127.") or host == "localhost"
 
 
 def bind_address(host: str) -> str:

@@ -164,7 +164,7 @@ class Stack:
         self.console = console
         self.services: list[Service | StoreService] = []  # in start order
         self.store: StoreService | None = None
-        self.closers: list[Callable[[], Awaitable[None]]] = []  # run after the children stop
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # run before the children stop
         base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
         self.state_dir = Path(base)
         self.log_dir = self.state_dir / "logs"
@@ -229,15 +229,11 @@ class Stack:
         )
 
     async def stop(self) -> None:
+        for close in self.closers:  # the authority's door and store connection, before etcd
+            await close()
         for service in reversed(self.services):
-            if service is self.store:
-                for close in self.closers:  # the authority's store connection, before etcd
-                    await close()
             if service.process is not None:
                 await service.process.stop(grace_s=service.stop_grace_s)
-        if self.store is None:
-            for close in self.closers:
-                await close()
 
 
 async def serve(opts: ServeOptions) -> int:

@@ -5,7 +5,7 @@ Reading (status, plans, model facts) is open to every member of the mesh, API cl
 included; anything that changes the mesh (load, unload, drain, register) needs a serving node.
 A peer must belong to this mesh (its certificate's O is the mesh id) and must not be revoked.
 Without TLS (a service bound to loopback for development) there is no identity to check: the
-bind rule in `tls.check_exposure` is what keeps that mode off the network.
+bind rule in `check_exposure` is what keeps that mode off the network.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Container, Mapping
 from functools import lru_cache
 from typing import Any
 
+from . import keys
 from .errors import InvalidRequest
 from .pki import AUTHORITY, CLIENT, NODE, Credentials, Identity, identity_of, load_cert
 
@@ -96,11 +97,11 @@ def cert_identity(cert_pem: str | bytes) -> Identity:
 
 class RevokedSerials(Container[int]):
     """The serials revoked in the mesh, read from a cache of /mesh-auth/<mesh>/revoked/ keyed
-    by store key (the key's last segment is the serial)."""
+    by store key: a lookup of the serial's own key, not a scan (it runs on every call)."""
 
-    def __init__(self, items: Callable[[], Mapping[str, object]]) -> None:
+    def __init__(self, mesh_id: str, items: Callable[[], Mapping[str, object]]) -> None:
+        self._mesh_id = mesh_id
         self._items = items
 
     def __contains__(self, serial: object) -> bool:
-        suffix = f"/{serial}"
-        return any(key.endswith(suffix) for key in self._items())
+        return isinstance(serial, int) and keys.revocation(self._mesh_id, serial) in self._items()

@@ -78,7 +78,7 @@ async def run_grpc_service(
         )
         if credentials is not None:
             revocations = PrefixCache(store, keys.revocations(settings.mesh_id), pb.Revocation)
-            ctx.revoked = RevokedSerials(lambda: revocations.items)
+            ctx.revoked = RevokedSerials(settings.mesh_id, lambda: revocations.items)
             components.append(revocations)
         parts = await build(ctx)
         grpc_address = ""

@@ -64,5 +64,5 @@ def test_nothing_opens_beyond_loopback_without_credentials(tmp_path) -> None:  #
 
 def test_revoked_serials_read_the_cache_by_key() -> None:
     items = {"/mesh-auth/m-1/revoked/14": object()}
-    revoked = access.RevokedSerials(lambda: items)
+    revoked = access.RevokedSerials("m-1", lambda: items)
     assert 14 in revoked and 1 not in revoked and 4 not in revoked
