@@ -9,6 +9,7 @@
     /mesh/<mesh>/placement/<model>                    PlacementStatus   the leader's lease
     /mesh/<mesh>/endpoints/<model>/<instance>         Endpoint          worker's lease
     /mesh/<mesh>/leader/scheduler                     instance name     the leader's lease
+    /mesh/<mesh>/rtt/<node>/<worker>                  RttReport         worker's lease
     /mesh-auth/<mesh>/members/<node>                  Member            no lease
     /mesh-auth/<mesh>/revoked/<serial>                Revocation        no lease
     /mesh-auth/<mesh>/invites/<id>                    Invite            no lease
@@ -104,6 +105,14 @@ def endpoints(mesh: str, model: str | None = None) -> str:
 
 def endpoint(mesh: str, model: str, instance_id: str) -> str:
     return endpoints(mesh, model) + _part(instance_id)
+
+
+def rtts(mesh: str) -> str:
+    return _root(mesh) + "rtt/"
+
+
+def rtt(mesh: str, node: str, worker_id: str) -> str:
+    return rtts(mesh) + f"{_part(node)}/{_part(worker_id)}"
 
 
 def leader(mesh: str, role: str) -> str:

@@ -12,21 +12,31 @@ full, or had lost the file) goes home as soon as its node can take it again. A m
 worker when its weights + KV cache for the context + headroom fit in what the worker's device
 budget has left after the assignments it already holds. Among the workers it fits, the one
 with the most memory left wins (ties: node, worker id). Every rejected worker gets a reason,
-kept on the model's PlacementStatus so "why is my model pending" has an answer. Pipeline
-splits and MoE shards will extend `plan` for models that fit nowhere.
+kept on the model's PlacementStatus so "why is my model pending" has an answer.
+
+A model that fits no single worker (or whose want asks for a split) is split by layers
+(split.py): a host assignment naming its peers and one peer assignment per peer, all in one
+group, created together or not at all. A split group stays whole only while every peer is
+still within the RTT cap of its host.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
+from . import split
 from .settings import PlacementSettings
 
 GiB = 2**30
+RttFn = Callable[[str, str], float | None]  # between two nodes, in ms; None: not measured
+
+
+def no_rtt(a: str, b: str) -> float | None:
+    return None
 
 
 def fmt_bytes(n: int) -> str:
@@ -60,14 +70,18 @@ class Want:
     model: str
     origin: str
     context: int
+    split: bool = False  # split even if it fits one worker
 
 
 def wants_from(demands: Iterable[pb.Demand]) -> list[Want]:
     contexts: dict[tuple[str, str], int] = {}
+    splits: set[tuple[str, str]] = set()
     for d in demands:
         key = (d.model, d.origin if d.pinned else "")
         contexts[key] = max(contexts.get(key, 0), d.context)
-    return [Want(m, o, c) for (m, o), c in sorted(contexts.items())]
+        if d.split:
+            splits.add(key)
+    return [Want(m, o, c, (m, o) in splits) for (m, o), c in sorted(contexts.items())]
 
 
 @dataclass
@@ -90,8 +104,10 @@ def plan(
     workers: Iterable[pb.WorkerRecord],
     assignments: Mapping[str, pb.Assignment],
     settings: PlacementSettings,
+    rtt: RttFn = no_rtt,
 ) -> Plan:
-    """`files`: model → nodes holding its file. `assignments`: key → Assignment."""
+    """`files`: model → nodes holding its file. `assignments`: key → Assignment. `rtt`: the
+    measured round-trip time between two nodes."""
     result = Plan()
     wants = list(wants)
     wanted = {(w.model, w.origin) for w in wants}
@@ -101,7 +117,8 @@ def plan(
     for members in groups_of(assignments):
         lead = members[0][1]
         want = (lead.model, lead.origin)
-        if want in wanted and want not in served and group_is_whole(members, live):
+        whole = group_is_whole(members, live) and peers_in_reach(lead, rtt)
+        if want in wanted and want not in served and whole:
             result.keep.extend(members)
             for _, a in members:
                 used[(a.node, a.worker_id)] += a.memory_bytes
@@ -118,7 +135,7 @@ def plan(
         if (want.model, want.origin) in served:
             result.report(want.model, True, [])
         else:
-            _place(want, catalog, files, live, used, settings, result)
+            _place(want, catalog, files, live, used, settings, result, rtt)
     return result
 
 
@@ -149,6 +166,16 @@ def group_is_whole(
     return named == present
 
 
+def peers_in_reach(lead: pb.Assignment, rtt: RttFn) -> bool:
+    """Every peer of a split on another node is still measured within the RTT cap."""
+    for peer in lead.peers:
+        if peer.node != lead.node:
+            ms = rtt(lead.node, peer.node)
+            if ms is None or ms >= split.RTT_CAP_MS:
+                return False
+    return True
+
+
 def _place(
     want: Want,
     catalog: Mapping[str, pb.CatalogEntry],
@@ -157,6 +184,7 @@ def _place(
     used: dict[tuple[str, str], int],
     settings: PlacementSettings,
     result: Plan,
+    rtt: RttFn = no_rtt,
 ) -> None:
     entry = catalog.get(want.model)
     if entry is None:
@@ -172,6 +200,15 @@ def _place(
         worker, more = choose_worker(need, others, used)
         fit_reasons += more
     reasons += fit_reasons
+    if worker is None or want.split:
+        group, split_reasons = _split_group(want, need, context, candidates, live, used, rtt)
+        if group:
+            for w, a in group:
+                used[(w.node, w.worker_id)] += a.memory_bytes
+                result.create.append((w, a))
+            result.report(want.model, True, split_reasons)
+            return
+        reasons += split_reasons
     if worker is None:
         result.report(want.model, False, reasons)
         return
@@ -191,6 +228,78 @@ def _place(
     )
     result.create.append((worker, assignment))
     result.report(want.model, True, reasons)
+
+
+def _split_group(
+    want: Want,
+    need: int,
+    context: int,
+    hosts: list[pb.WorkerRecord],
+    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    used: Mapping[tuple[str, str], int],
+    rtt: RttFn,
+) -> tuple[list[tuple[pb.WorkerRecord, pb.Assignment]], list[str]]:
+    """The host's and peers' assignments of a split (peers first), or none with reasons."""
+    can_host = {(w.node, w.worker_id) for w in hosts}
+    devices = [
+        split.Device(
+            w.node,
+            w.worker_id,
+            w.device.memory_budget_bytes - used.get(key, 0),
+            w.rpc_version,
+            key in can_host,
+        )
+        for key, w in sorted(live.items())
+        if not w.draining and w.device.memory_budget_bytes > used.get(key, 0)
+    ]
+    if not devices:
+        return [], []
+    chosen, reasons = split.plan_split(
+        need, devices, lambda a, b: rtt(a.node, b.node), force=want.split
+    )
+    if chosen is None:
+        return [], [f"split: {r}" for r in reasons]
+    host = live[(chosen.host.node, chosen.host.worker_id)]
+    group_id = assignment_id(want.model, want.origin, host)
+    parts = ", ".join(
+        f"{d.name} {share:.0%}" for d, share in zip((*chosen.peers, chosen.host), chosen.shares)
+    )
+    why = [
+        f"split over {chosen.stages} devices ({parts}), host {chosen.host.name}, "
+        f"~{chosen.per_token_ms:.1f} ms of round trips per token",
+        *reasons,
+    ]
+
+    def member(device: split.Device, role: int, share: float) -> pb.Assignment:
+        worker = live[(device.node, device.worker_id)]
+        return pb.Assignment(
+            id=assignment_id(want.model, want.origin, worker),
+            group_id=group_id,
+            model=want.model,
+            node=device.node,
+            worker_id=device.worker_id,
+            role=role,
+            context=context,
+            memory_bytes=int(need * share),
+            share=share,
+            reasons=why,
+            origin=want.origin,
+        )
+
+    peers = [member(d, pb.ASSIGNMENT_ROLE_PEER, s) for d, s in zip(chosen.peers, chosen.shares)]
+    lead = member(chosen.host, pb.ASSIGNMENT_ROLE_HOST, chosen.shares[-1])
+    lead.peers.extend(
+        pb.PeerShare(
+            node=p.node,
+            worker_id=p.worker_id,
+            share=p.share,
+            memory_bytes=p.memory_bytes,
+            assignment_id=p.id,
+        )
+        for p in peers
+    )
+    members = [*peers, lead]
+    return [(live[(a.node, a.worker_id)], a) for a in members], why
 
 
 def _can_go_home(

@@ -31,8 +31,16 @@ class MeshView:
         self.assignments = PrefixCache(store, keys.assignments(mesh), pb.Assignment)
         self.files = PrefixCache(store, keys.files(mesh), pb.ModelFile)
         self.placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
+        self.rtt = PrefixCache(store, keys.rtts(mesh), pb.RttReport)
         # every cache but `placement` (our own output) triggers a new plan
-        self.inputs = [self.workers, self.catalog, self.demand, self.assignments, self.files]
+        self.inputs = [
+            self.workers,
+            self.catalog,
+            self.demand,
+            self.assignments,
+            self.files,
+            self.rtt,
+        ]
         self.caches = [*self.inputs, self.placement]
 
     def file_nodes(self) -> dict[str, set[str]]:
@@ -40,6 +48,15 @@ class MeshView:
         for f in self.files.items.values():
             nodes.setdefault(f.model, set()).add(f.node)
         return nodes
+
+    def rtt_between(self) -> placement.RttFn:
+        """The lowest smoothed round-trip time either side reports between two nodes."""
+        table: dict[tuple[str, str], float] = {}
+        for report in self.rtt.items.values():
+            for other, ms in report.rtt_ms.items():
+                pair = (min(report.node, other), max(report.node, other))
+                table[pair] = min(ms, table.get(pair, ms))
+        return lambda a, b: table.get((min(a, b), max(a, b)))
 
     def catalog_by_name(self) -> dict[str, pb.CatalogEntry]:
         return {e.name: e for e in self.catalog.items.values()}
@@ -93,6 +110,7 @@ class Planner(LoopComponent):
             view.workers.items.values(),
             view.assignments.items,
             self._settings,
+            view.rtt_between(),
         )
         if not self._election.is_leader.is_set():
             return

@@ -28,7 +28,8 @@ class Device:
     node: str
     worker_id: str
     free_bytes: int
-    rpc_version: str = ""
+    rpc_version: str = ""  # "" when it cannot run an rpc-server: never a peer
+    can_host: bool = True  # holds the model's file (or can fetch it)
 
     @property
     def name(self) -> str:
@@ -54,15 +55,18 @@ def plan_split(
     *,
     compute_ms: float = 0.0,
     cap_ms: float = RTT_CAP_MS,
+    force: bool = False,
 ) -> tuple[SplitPlan | None, list[str]]:
     """The split for a model needing `need_bytes`, or None with the reasons why there is
-    none (including: it fits one device, so it must not be split)."""
-    if not devices:
-        return None, ["no device in the mesh"]
-    fits_alone = [d for d in devices if d.free_bytes >= need_bytes]
-    if fits_alone:
+    none (including: it fits one device, so it must not be split — unless `force`, which
+    splits it over the fewest peers anyway, for tests and benchmarks)."""
+    hosts = [d for d in devices if d.can_host]
+    if not hosts:
+        return None, ["no device in the mesh can host it" if devices else "no device in the mesh"]
+    fits_alone = [d for d in hosts if d.free_bytes >= need_bytes]
+    if fits_alone and not force:
         return None, [f"{fits_alone[0].name} fits it alone: a model that fits is never split"]
-    host = min(devices, key=lambda d: (-d.free_bytes, d.node, d.worker_id))
+    host = min(hosts, key=lambda d: (-d.free_bytes, d.node, d.worker_id))
     peers, reasons = _eligible_peers(host, devices, rtt_ms, cap_ms)
     for count in range(1, len(peers) + 1):
         best = _best_of(host, peers, count, need_bytes, rtt_ms)
@@ -90,7 +94,9 @@ def _eligible_peers(
         if device == host:
             continue
         rtt = 0.0 if device.node == host.node else rtt_ms(host, device)
-        if device.rpc_version != host.rpc_version:
+        if not device.rpc_version:
+            reasons.append(f"{device.name}: cannot run an rpc-server")
+        elif _major(device.rpc_version) != _major(host.rpc_version):
             reasons.append(
                 f"{device.name}: RPC protocol {device.rpc_version or '?'}, the host speaks "
                 f"{host.rpc_version or '?'}"
@@ -130,6 +136,10 @@ def _plan(host: Device, peers: tuple[Device, ...], per_token_ms: float) -> Split
     total = sum(d.free_bytes for d in devices)
     shares = tuple(d.free_bytes / total for d in devices)
     return SplitPlan(host, peers, shares, per_token_ms)
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
 
 
 def _gib(n: int) -> str:

@@ -10,14 +10,23 @@ GiB = 2**30
 SETTINGS = PlacementSettings(default_context=4096, headroom_bytes=0, headroom_fraction=0.0)
 
 
-def worker(node: str, budget_gib: float, *, draining: bool = False) -> pb.WorkerRecord:
+def worker(
+    node: str, budget_gib: float, *, draining: bool = False, rpc: str = "7.0.0"
+) -> pb.WorkerRecord:
     return pb.WorkerRecord(
         node=node,
         worker_id="gpu0",
         lease_id=hash(node) & 0xFFFF,
         draining=draining,
         device=pb.Device(id="gpu0", memory_budget_bytes=int(budget_gib * GiB)),
+        rpc_version=rpc,
     )
+
+
+def rtts(table: dict[str, float]):  # type: ignore[no-untyped-def]
+    """Symmetric round-trip times between nodes, keyed by the two names joined ("afar");
+    missing: not measured."""
+    return lambda a, b: table.get(a + b, table.get(b + a))
 
 
 def wants(*models: str) -> list[Want]:
@@ -244,7 +253,8 @@ def test_groups_are_kept_or_dropped_whole(
     assignments: dict[str, pb.Assignment], alive: str, kept: set[str]
 ) -> None:
     workers = [worker(node, 2) for node in alive]
-    result = plan(wants("m"), {"m": entry("m", 8)}, {}, workers, assignments, SETTINGS)
+    near = rtts({"ab": 1, "ac": 1, "ad": 1})
+    result = plan(wants("m"), {"m": entry("m", 8)}, {}, workers, assignments, SETTINGS, near)
     assert {k for k, _ in result.keep} == kept
     assert set(result.delete) == set(assignments) - kept
 
@@ -267,3 +277,77 @@ def test_a_solo_placement_is_a_group_of_one() -> None:
     result = plan(wants("m"), {"m": entry("m", 1)}, {}, [worker("a", 4)], {}, SETTINGS)
     [(_, assignment)] = result.create
     assert assignment.group_id == assignment.id and assignment.role == SOLO
+
+
+@pytest.mark.parametrize(("rtt_ac", "kept"), [(5.0, True), (80.0, False), (None, False)])
+def test_a_split_whose_peer_drifted_out_of_reach_is_dropped(
+    rtt_ac: float | None, kept: bool
+) -> None:
+    table = {"ab": 1.0} | ({"ac": rtt_ac} if rtt_ac is not None else {})
+    workers = [worker(n, 2) for n in "abc"]
+    result = plan(wants("m"), {"m": entry("m", 8)}, {}, workers, SPLIT, SETTINGS, rtts(table))
+    assert bool(result.keep) is kept
+
+
+def roles(result_create: list[tuple[pb.WorkerRecord, pb.Assignment]]) -> dict[str, int]:
+    return {a.node: a.role for _, a in result_create}
+
+
+def test_a_model_that_fits_one_worker_is_never_split() -> None:
+    workers = [worker("a", 4), worker("b", 4)]
+    result = plan(wants("m"), {"m": entry("m", 3)}, {}, workers, {}, SETTINGS, rtts({"ab": 1}))
+    assert roles(result.create) == {"a": SOLO}
+
+
+def test_a_model_too_big_for_any_worker_is_split_as_one_group() -> None:
+    workers = [worker("a", 6), worker("b", 2), worker("c", 4)]
+    result = plan(
+        wants("m"), {"m": entry("m", 9)}, {}, workers, {}, SETTINGS, rtts({"ab": 1, "ac": 2})
+    )
+    assert roles(result.create) == {"c": PEER, "a": HOST}
+    host = result.create[-1][1]
+    peer = result.create[0][1]
+    assert {a.group_id for _, a in result.create} == {host.id}
+    assert [(p.node, p.assignment_id) for p in host.peers] == [("c", peer.id)]
+    assert host.share == pytest.approx(0.6) and peer.share == pytest.approx(0.4)
+    assert host.memory_bytes + peer.memory_bytes == pytest.approx(9 * GiB, abs=2)
+    assert result.status["m"].placed and "split over 2 devices" in result.status["m"].reasons[0]
+
+
+def test_a_split_is_never_half_created_and_says_why() -> None:
+    workers = [worker("a", 4), worker("b", 4), worker("far", 4)]
+    table = rtts({"ab": 1, "afar": 120})
+    result = plan(wants("m"), {"m": entry("m", 10)}, {}, workers, {}, SETTINGS, table)
+    assert result.create == []
+    reasons = list(result.status["m"].reasons)
+    assert not result.status["m"].placed
+    assert any("split: needs 10.00 GiB" in r for r in reasons)
+    assert any("far/gpu0: 120 ms from a, over the 80 ms cap" in r for r in reasons)
+
+
+def test_the_host_holds_the_file_and_peers_need_not() -> None:
+    local = pb.CatalogEntry(
+        name="m",
+        source=pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_PATH),
+        facts=pb.ModelFacts(file_size_bytes=9 * GiB),
+    )
+    workers = [worker("a", 4), worker("b", 6)]
+    files = {"m": {"a"}}
+    result = plan(wants("m"), {"m": local}, files, workers, {}, SETTINGS, rtts({"ab": 1}))
+    assert roles(result.create) == {"b": PEER, "a": HOST}
+
+
+def test_a_forced_split_splits_what_fits_and_falls_back_to_solo_without_peers() -> None:
+    forced = [Want("m", "", 0, split=True)]
+    catalog = {"m": entry("m", 2)}
+    result = plan(
+        forced, catalog, {}, [worker("a", 4), worker("b", 4)], {}, SETTINGS, rtts({"ab": 1})
+    )
+    assert roles(result.create) == {"b": PEER, "a": HOST}
+    result = plan(forced, catalog, {}, [worker("a", 4), worker("b", 4, rpc="")], {}, SETTINGS)
+    assert roles(result.create) == {"a": SOLO}
+
+
+def test_a_split_wants_demand_flag() -> None:
+    demand = [pb.Demand(model="m", origin="n1", pinned=True, split=True)]
+    assert wants_from(demand) == [Want("m", "n1", 0, split=True)]

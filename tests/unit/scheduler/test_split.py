@@ -90,3 +90,26 @@ def test_peers_that_cannot_join(peer: Device, reason: str) -> None:
 
 def test_no_devices() -> None:
     assert plan_split(GiB, [], rtts({})) == (None, ["no device in the mesh"])
+
+
+def test_only_a_device_that_can_host_is_the_host() -> None:
+    devices = [device("a", 4), Device("b", "gpu0", 8 * GiB, "7.0", can_host=False)]
+    plan, _ = plan_split(10 * GiB, devices, rtts({"b": 1}))
+    assert plan is not None and plan.host.node == "a"
+    plan, reasons = plan_split(
+        10 * GiB, [Device("b", "gpu0", 8 * GiB, "7.0", can_host=False)], rtts({})
+    )
+    assert plan is None and reasons == ["no device in the mesh can host it"]
+
+
+def test_a_forced_split_of_what_fits_takes_the_nearest_peer() -> None:
+    devices = [device("a", 8), device("b", 4), device("c", 4)]
+    plan, _ = plan_split(2 * GiB, devices, rtts({"b": 3, "c": 1}), force=True)
+    assert plan is not None and [p.node for p in plan.peers] == ["c"]
+
+
+@pytest.mark.parametrize(("version", "joins"), [("7.1.0", True), ("8.0.0", False), ("", False)])
+def test_peers_share_the_hosts_rpc_major_version(version: str, joins: bool) -> None:
+    devices = [Device("a", "gpu0", 8 * GiB, "7.0.0"), Device("b", "gpu0", 4 * GiB, version)]
+    plan, _ = plan_split(10 * GiB, devices, rtts({"b": 1}))
+    assert (plan is not None) is joins

@@ -104,7 +104,7 @@ class Instance(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., assignment_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., port: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., restart_count: _Optional[int] = ..., last_exit_code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WorkerRecord(_message.Message):
-    __slots__ = ("node", "worker_id", "device", "grpc_address", "relay_url", "draining", "instances", "lease_id", "version", "started_unix")
+    __slots__ = ("node", "worker_id", "device", "grpc_address", "relay_url", "draining", "instances", "lease_id", "version", "started_unix", "rpc_version", "tunnel_address")
     NODE_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,8 @@ class WorkerRecord(_message.Message):
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RPC_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node: str
     worker_id: str
     device: Device
@@ -125,7 +127,28 @@ class WorkerRecord(_message.Message):
     lease_id: int
     version: str
     started_unix: int
-    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., grpc_address: _Optional[str] = ..., relay_url: _Optional[str] = ..., draining: _Optional[bool] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., lease_id: _Optional[int] = ..., version: _Optional[str] = ..., started_unix: _Optional[int] = ...) -> None: ...
+    rpc_version: str
+    tunnel_address: str
+    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., grpc_address: _Optional[str] = ..., relay_url: _Optional[str] = ..., draining: _Optional[bool] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., lease_id: _Optional[int] = ..., version: _Optional[str] = ..., started_unix: _Optional[int] = ..., rpc_version: _Optional[str] = ..., tunnel_address: _Optional[str] = ...) -> None: ...
+
+class RttReport(_message.Message):
+    __slots__ = ("node", "worker_id", "rtt_ms", "updated_unix")
+    class RttMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    worker_id: str
+    rtt_ms: _containers.ScalarMap[str, float]
+    updated_unix: int
+    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., rtt_ms: _Optional[_Mapping[str, float]] = ..., updated_unix: _Optional[int] = ...) -> None: ...
 
 class ServiceRecord(_message.Message):
     __slots__ = ("kind", "instance", "node", "grpc_address", "http_address", "version")
@@ -224,32 +247,36 @@ class ModelFile(_message.Message):
     def __init__(self, model: _Optional[str] = ..., node: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Demand(_message.Message):
-    __slots__ = ("model", "origin", "pinned", "last_request_unix", "requests_per_minute", "context")
+    __slots__ = ("model", "origin", "pinned", "last_request_unix", "requests_per_minute", "context", "split")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     LAST_REQUEST_UNIX_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
     model: str
     origin: str
     pinned: bool
     last_request_unix: int
     requests_per_minute: float
     context: int
-    def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ...) -> None: ...
+    split: bool
+    def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ..., split: _Optional[bool] = ...) -> None: ...
 
 class PeerShare(_message.Message):
-    __slots__ = ("node", "worker_id", "share", "memory_bytes")
+    __slots__ = ("node", "worker_id", "share", "memory_bytes", "assignment_id")
     NODE_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
     node: str
     worker_id: str
     share: float
     memory_bytes: int
-    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., share: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    assignment_id: str
+    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., share: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., assignment_id: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin", "group_id", "peers", "share")
