@@ -262,7 +262,8 @@ def _split_group(
     host = live[(chosen.host.node, chosen.host.worker_id)]
     group_id = assignment_id(want.model, want.origin, host)
     parts = ", ".join(
-        f"{d.name} {share:.0%}" for d, share in zip((*chosen.peers, chosen.host), chosen.shares)
+        f"{d.name} {share:.0%}"
+        for d, share in zip((*chosen.peers, chosen.host), chosen.shares, strict=True)
     )
     why = [
         f"split over {chosen.stages} devices ({parts}), host {chosen.host.name}, "
@@ -286,7 +287,10 @@ def _split_group(
             origin=want.origin,
         )
 
-    peers = [member(d, pb.ASSIGNMENT_ROLE_PEER, s) for d, s in zip(chosen.peers, chosen.shares)]
+    peers = [
+        member(d, pb.ASSIGNMENT_ROLE_PEER, s)
+        for d, s in zip(chosen.peers, chosen.shares[:-1], strict=True)
+    ]
     lead = member(chosen.host, pb.ASSIGNMENT_ROLE_HOST, chosen.shares[-1])
     lead.peers.extend(
         pb.PeerShare(
