@@ -34,6 +34,7 @@ PROCESS_MARKERS = {
     "registry": "meshllm.registry",
     "scheduler": "meshllm.scheduler",
     "llama-server": "llama-server",
+    "rpc-server": "ggml-rpc-server --host",
     "etcd": "etcd --name",
 }
 

@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory the CPU device may use for models (default: half of free RAM)",
     )
     serve.add_argument(
+        "--max-vram",
+        type=float,
+        default=0.0,
+        metavar="GB",
+        help="cap the memory this node offers the mesh, GPU or CPU alike (a model bigger "
+        "than what the nodes offer is split across them)",
+    )
+    serve.add_argument(
+        "--split",
+        action="store_true",
+        help="split this node's models across peers even where they fit one node "
+        "(for testing and benchmarking pipeline splits)",
+    )
+    serve.add_argument(
         "--context", type=int, default=0, help="context size per model (default 4096)"
     )
     serve.add_argument("--parallel", type=int, default=4, help="slots per llama-server (default 4)")
@@ -346,6 +360,7 @@ def run_serve(args: argparse.Namespace) -> int:
         opts.cpu_memory_gib, opts.context = args.cpu_memory, args.context
         opts.parallel, opts.threads = args.parallel, args.threads
         opts.publish = args.publish
+        opts.max_vram_gb, opts.split = args.max_vram, args.split
     try:
         return asyncio.run(serve(opts))
     except ServeError as exc:

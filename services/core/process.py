@@ -91,6 +91,17 @@ class ChildProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
+    @property
+    def frozen(self) -> bool:
+        """Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: alive, but answering nothing."""
+        if not self.running or self._proc is None:
+            return False
+        try:
+            stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
+
     def last_output(self, lines: int = 3) -> str:
         return " | ".join(list(self.tail)[-lines:])
 

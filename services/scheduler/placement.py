@@ -291,6 +291,8 @@ def _split_group(
         member(d, pb.ASSIGNMENT_ROLE_PEER, s)
         for d, s in zip(chosen.peers, chosen.shares[:-1], strict=True)
     ]
+    for p in peers:  # a peer's assignment names its host: the only node its rpc-server serves
+        p.peers.add(node=chosen.host.node, worker_id=chosen.host.worker_id)
     lead = member(chosen.host, pb.ASSIGNMENT_ROLE_HOST, chosen.shares[-1])
     lead.peers.extend(
         pb.PeerShare(

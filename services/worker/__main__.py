@@ -5,24 +5,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
+from meshllm.core import keys
 from meshllm.core.access import check_exposure
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn, LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
+from meshllm.core.store import PrefixCache
 from meshllm.core.streaming import upstream_session
 
 from .agent import WorkerAgent
 from .binaries import find_binary, find_companion
-from .gpus import select_device
+from .gpus import cap_budget, select_device
 from .launchers import LLAMA_SERVER, RPC_SERVER
 from .relay import RelayApp
+from .rtt import RttProbe, RttReporter, rpc_version
 from .servicer import WorkerServicer
 from .settings import WorkerSettings
 from .supervisor import Supervisor
+from .tunnel import TunnelServer
 
 logger = logging.getLogger(__name__)
+
+
+class TunnelListener(LoopComponent):
+    """The RPC tunnel's listener, open for the worker's lifetime."""
+
+    def __init__(self, server: TunnelServer, host: str, port: int) -> None:
+        self._server, self._host, self._port = server, host, port
+
+    async def loop(self) -> None:
+        await self._server.start(self._host, self._port)
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._server.close()
 
 
 class Drainer(LoopComponent):
@@ -51,6 +71,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     settings = ctx.settings
     assert isinstance(settings, WorkerSettings)
     device = select_device(settings.device, settings.cpu_memory_fraction, settings.cpu_memory_bytes)
+    cap_budget(device, settings.max_memory_bytes)
     binary = find_binary("llama-server", settings.supervisor.llama_server)
     logger.info(
         "device %s (%s), budget %.2f GiB; llama-server: %s (from %s)",
@@ -68,8 +89,11 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     agent = WorkerAgent(settings, ctx.store, ctx.lease, device, relay_url, lambda: ctx.grpc_address)
     binaries = {LLAMA_SERVER: binary.path}
     rpc_server = find_companion("ggml-rpc-server", binary.path)
-    if rpc_server is not None:  # without it this worker serves solo and hosts, never a peer
+    if rpc_server is not None:  # without it this worker serves solo, never in a split
         binaries[RPC_SERVER] = rpc_server.path
+        agent.record.rpc_version = await rpc_version(rpc_server.path, free_loopback_port())
+    agent.record.tunnel_address = f"{settings.advertise_host}:{settings.tunnel_port}"
+    logger.info("RPC protocol %s", agent.record.rpc_version or "unknown: never in a split")
     supervisor = Supervisor(
         settings.supervisor,
         binaries,
@@ -95,12 +119,28 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         tls=credentials is not None,
     )
     relay_server = EmbeddedUvicorn(relay, settings.bind_host, settings.relay_port, tls=credentials)
+    tunnel = TunnelServer(
+        agent.tunnel_route, credentials, mesh_id=settings.mesh_id, revoked=ctx.revoked
+    )
+    check_exposure("the RPC tunnel", settings.bind_host, credentials)
+    workers = PrefixCache(ctx.store, keys.workers(settings.mesh_id), pb.WorkerRecord)
+    rtt = RttReporter(
+        RttProbe(settings.node),
+        workers,
+        ctx.lease,
+        keys.rtt(settings.mesh_id, settings.node, agent.worker_id),
+        pb.RttReport(node=settings.node, worker_id=agent.worker_id),
+        settings.rtt_interval_s,
+    )
     return ServiceParts(
         register=lambda s: worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, s),
         components=[
             Closer(session),
             relay_server,
+            TunnelListener(tunnel, settings.bind_host, settings.tunnel_port),
             supervisor,
+            workers,
+            rtt,
             agent.assignments,
             agent,
             Drainer(agent),
@@ -108,6 +148,12 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ready=ready,
         announce=False,
     )
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def cli() -> None:

@@ -5,7 +5,9 @@ Everything it writes hangs on its lease, so it all vanishes with the worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 
@@ -17,9 +19,10 @@ from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
 from .launchers import RPC_SERVER
-from .llama_server import InstanceSpec
+from .llama_server import InstanceSpec, SplitLayout
 from .settings import WorkerSettings
 from .supervisor import InstanceState, ManagedInstance, Supervisor
+from .tunnel import Route, TunnelClient
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class WorkerAgent(LoopComponent):
         self._pinned_models = settings.model_list
         self._grpc_address = grpc_address
         self._dirty = asyncio.Event()
+        self._hosts: dict[str, asyncio.Task[None]] = {}  # host assignment → its start-up
+        self.tunnels: dict[str, list[TunnelClient]] = {}  # host assignment → one per peer
         self.assignments.listeners.append(self._dirty.set)
         lease.on_new_lease.append(self._on_new_lease)
 
@@ -94,7 +99,12 @@ class WorkerAgent(LoopComponent):
             names.append(entry.name)
             await self._lease.publish(
                 keys.demand_entry(self.settings.mesh_id, entry.name, self.settings.node),
-                pb.Demand(model=entry.name, origin=self.settings.node, pinned=True),
+                pb.Demand(
+                    model=entry.name,
+                    origin=self.settings.node,
+                    pinned=True,
+                    split=self.settings.split,
+                ),
             )
         return names
 
@@ -166,6 +176,8 @@ class WorkerAgent(LoopComponent):
         assert self.supervisor is not None
         wanted = {a.id: a for a in self.assignments.items.values()}
         running = {i.spec.assignment_id: i for i in self.supervisor.instances.values()}
+        for assignment_id in [k for k in self._hosts if k not in wanted]:
+            await self._stop_host(assignment_id)
         for assignment_id, instance in running.items():
             if assignment_id not in wanted and not assignment_id.startswith(MANUAL_PREFIX):
                 logger.info(
@@ -173,22 +185,25 @@ class WorkerAgent(LoopComponent):
                 )
                 await self.supervisor.remove(instance.spec.instance_id)
         for assignment_id, a in wanted.items():
-            if assignment_id not in running:
-                try:
-                    if a.role == pb.ASSIGNMENT_ROLE_PEER:
-                        self.start_peer(a)
-                    else:
-                        await self.start_instance(a.model, a.context, assignment_id, a.memory_bytes)
-                except MeshError as exc:
-                    logger.warning(
-                        "cannot start %s for assignment %s: %s", a.model, assignment_id, exc.message
-                    )
+            if assignment_id in running or assignment_id in self._hosts:
+                continue
+            try:
+                if a.role == pb.ASSIGNMENT_ROLE_PEER:
+                    self.start_peer(a)
+                elif a.role == pb.ASSIGNMENT_ROLE_HOST:
+                    self._hosts[a.id] = asyncio.create_task(self._start_host(a))
+                else:
+                    await self.start_instance(a.model, a.context, assignment_id, a.memory_bytes)
+            except MeshError as exc:
+                logger.warning(
+                    "cannot start %s for assignment %s: %s", a.model, assignment_id, exc.message
+                )
 
     def start_peer(self, a: pb.Assignment) -> ManagedInstance:
         """A split's peer: an rpc-server holding layers for its host (no endpoint of its own)."""
         assert self.supervisor is not None
         spec = InstanceSpec(
-            instance_id=f"{self.worker_id}-{a.id}",
+            instance_id=peer_instance_id(self.worker_id, a.id),
             model=a.model,
             model_path="",
             context=a.context,
@@ -199,8 +214,104 @@ class WorkerAgent(LoopComponent):
         )
         return self.supervisor.start(spec)
 
+    def tunnel_route(self, instance_id: str) -> Route | None:
+        """Where the tunnel may take a host: a ready rpc-server of this worker, to the host
+        its assignment names."""
+        if self.supervisor is None:
+            return None
+        instance = self.supervisor.instances.get(instance_id)
+        if instance is None or instance.spec.kind != RPC_SERVER:
+            return None
+        if instance.state != InstanceState.READY:
+            return None
+        assignment = next(
+            (a for a in self.assignments.items.values() if a.id == instance.spec.assignment_id),
+            None,
+        )
+        if assignment is None:
+            return None
+        host = next((p.node for p in assignment.peers), "")
+        return Route(instance.port, host)
+
+    async def _start_host(self, a: pb.Assignment) -> None:
+        """A split's host: once every peer's rpc-server is ready, a tunnel to each and a
+        llama-server driving them."""
+        try:
+            targets = await self._wait_for_peers(a)
+            clients = []
+            for peer, address in targets:
+                client = TunnelClient(
+                    address,
+                    peer_instance_id(peer.worker_id, peer.assignment_id),
+                    self.settings.credentials,
+                    stall_s=self.settings.rpc_stall_s,
+                    on_lost=lambda why, aid=a.id: self._peer_lost(aid, why),
+                )
+                await client.start()
+                clients.append(client)
+            self.tunnels[a.id] = clients
+            await self.start_instance(
+                a.model,
+                a.context,
+                a.id,
+                a.memory_bytes,
+                split_of=(a, tuple(c.endpoint for c in clients)),
+            )
+        except MeshError as exc:
+            logger.warning("cannot start the split host of %s: %s", a.model, exc.message)
+        except TimeoutError:
+            logger.warning("the peers of %s (%s) never became ready", a.model, a.id)
+
+    async def _wait_for_peers(self, a: pb.Assignment) -> list[tuple[pb.PeerShare, str]]:
+        """Each peer with its worker's tunnel address, once its rpc-server is ready."""
+        deadline = time.monotonic() + self.settings.supervisor.load_timeout_s
+        pending = list(a.peers)
+        found: dict[str, str] = {}
+        while pending:
+            for peer in list(pending):
+                record = await self._store.get(
+                    keys.worker(self.settings.mesh_id, peer.node, peer.worker_id),
+                    pb.WorkerRecord,
+                )
+                if record is not None and _peer_ready(record, peer.assignment_id):
+                    found[peer.assignment_id] = record.tunnel_address
+                    pending.remove(peer)
+            if pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                await asyncio.sleep(0.2)
+        return [(p, found[p.assignment_id]) for p in a.peers]
+
+    def _peer_lost(self, assignment_id: str, why: str) -> None:
+        """A peer went away under a host: stop serving at once (its llama-server would abort
+        on the next request, or hang on a frozen peer); the supervisor starts it again."""
+        logger.warning("split %s lost a peer: %s", assignment_id, why)
+        if self.supervisor is None:
+            return
+        for instance in self.supervisor.instances.values():
+            if instance.spec.assignment_id == assignment_id and instance.process is not None:
+                instance.message = why
+                instance.process.signal(signal.SIGKILL)
+
+    async def _stop_host(self, assignment_id: str) -> None:
+        task = self._hosts.pop(assignment_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert self.supervisor is not None
+        for instance in list(self.supervisor.instances.values()):
+            if instance.spec.assignment_id == assignment_id:
+                await self.supervisor.remove(instance.spec.instance_id)
+        for client in self.tunnels.pop(assignment_id, []):
+            await client.close()
+
     async def start_instance(
-        self, model: str, context: int, assignment_id: str, memory_bytes: int = 0
+        self,
+        model: str,
+        context: int,
+        assignment_id: str,
+        memory_bytes: int = 0,
+        split_of: tuple[pb.Assignment, tuple[str, ...]] | None = None,
     ) -> ManagedInstance:
         assert self.supervisor is not None
         async with await RegistryClient.discover(
@@ -221,8 +332,30 @@ class WorkerAgent(LoopComponent):
             memory_bytes=memory_bytes,
             gpu_layers=0 if self.record.device.kind == pb.DEVICE_KIND_CPU else 999,
             extra_args=tuple(sup.extra_args),
+            split=None if split_of is None else self._layout(split_of, located.facts.block_count),
         )
         return self.supervisor.start(spec)
+
+    def _layout(self, split_of: tuple[pb.Assignment, tuple[str, ...]], blocks: int) -> SplitLayout:
+        a, endpoints = split_of
+        return SplitLayout(
+            rpc_endpoints=endpoints,
+            peer_shares=tuple(p.share for p in a.peers),
+            host_share=a.share,
+            block_count=blocks,
+            host_is_cpu=self.record.device.kind == pb.DEVICE_KIND_CPU,
+        )
+
+
+def peer_instance_id(worker_id: str, assignment_id: str) -> str:
+    return f"{worker_id}-{assignment_id}"
+
+
+def _peer_ready(record: pb.WorkerRecord, assignment_id: str) -> bool:
+    return any(
+        i.assignment_id == assignment_id and i.state == pb.INSTANCE_STATE_READY
+        for i in record.instances
+    )
 
 
 def instance_message(instance: ManagedInstance) -> pb.Instance:

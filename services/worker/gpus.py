@@ -95,3 +95,10 @@ def select_device(
             return gpu
     seen = ", ".join(f"{g.index}={g.uuid}" for g in gpus) or "none"
     raise ValueError(f"device '{choice}' not found (GPUs seen: {seen}); use 'auto' or 'cpu'")
+
+
+def cap_budget(device: pb.Device, max_bytes: int) -> pb.Device:
+    """`serve --max-vram`: what the device offers the mesh, never more than `max_bytes`."""
+    if max_bytes > 0 and device.memory_budget_bytes > max_bytes:
+        device.memory_budget_bytes = max_bytes
+    return device

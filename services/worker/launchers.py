@@ -6,7 +6,8 @@ stops relative to the others.
   answers 200; publishes an inference endpoint; stops first (a host before its peers: a
   llama-server whose peer vanishes under it aborts).
 - `rpc-server` (`ggml-rpc-server`): a split's peer, holding layers for one host; listens on
-  loopback with its tensor cache on; ready and alive while its port accepts; started with
+  loopback with its tensor cache on; ready once its port accepts, then alive while its
+  process runs unfrozen; started with
   SIGPIPE ignored (a host dying mid-write would otherwise kill it); stops after the
   llama-servers; never an endpoint of its own.
 """
@@ -34,6 +35,7 @@ class Launcher(Protocol):
     stop_rank: int  # lower stops first
     ignore_sigpipe: bool
     death_signal: int
+    probe_when_ready: bool  # else, once ready, alive while its process runs (and is not frozen)
 
     def argv(self, binary: str, spec: InstanceSpec, port: int) -> list[str]: ...
 
@@ -50,6 +52,7 @@ class LlamaServerLauncher:
     stop_rank: int = 0
     ignore_sigpipe: bool = False
     death_signal: int = signal.SIGKILL  # it holds no state: nothing to finish for a dead worker
+    probe_when_ready: bool = True
 
     def argv(self, binary: str, spec: InstanceSpec, port: int) -> list[str]:
         return llama_server.build_argv(binary, spec, port)
@@ -66,6 +69,9 @@ class RpcServerLauncher:
     stop_rank: int = 1
     ignore_sigpipe: bool = True
     death_signal: int = signal.SIGKILL
+    # it listens with a backlog of one and serves one host at a time: probes queued behind
+    # a connected host would pile up, fail, and get a healthy peer restarted
+    probe_when_ready: bool = False
 
     def argv(self, binary: str, spec: InstanceSpec, port: int) -> list[str]:
         argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--cache"]

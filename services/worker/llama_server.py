@@ -23,7 +23,15 @@ OWNED_FLAGS = {
     "--cache-ram": 1,
     "-cram": 1,
     "--metrics": 0,
+    "--tensor-split": 1,
+    "-ts": 1,
+    "--override-tensor": 1,
+    "-ot": 1,
 }
+# On a CPU host the repeating layers it keeps run on its CPU, but llama.cpp would put the
+# output layer on the last RPC device (the full logits would then cross the link every
+# token): these weights stay on the host.
+HOST_OUTPUT_ON_CPU = "^output=CPU,^token_embd=CPU"
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,40 @@ class InstanceSpec:
     prompt_cache_mib: int = 256  # llama-server's host-RAM prompt cache (--cache-ram)
     extra_args: Sequence[str] = field(default_factory=tuple)
     kind: str = "llama-server"  # which launcher runs it (launchers.LAUNCHERS)
+    split: SplitLayout | None = None  # a split's host: the peers it drives
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """How a split's host spreads the layers: over its peers' rpc-servers (reached through
+    the tunnel's loopback endpoints, in device order) and its own device, which comes last
+    and so keeps the output layer."""
+
+    rpc_endpoints: tuple[str, ...]
+    peer_shares: tuple[float, ...]
+    host_share: float
+    block_count: int
+    host_is_cpu: bool
+
+    def argv(self) -> list[str]:
+        argv = ["--rpc", ",".join(self.rpc_endpoints), "--flash-attn", "off"]
+        if self.host_is_cpu:
+            # a CPU is not a device llama.cpp splits over: the peers take the last
+            # `peer_layers` layers (and the output slot, kept on the CPU), the CPU the rest
+            peer_layers = peer_layer_count(self.block_count, self.host_share)
+            shares = self.peer_shares
+            argv += ["--n-gpu-layers", str(peer_layers + 1)]
+            argv += ["--override-tensor", HOST_OUTPUT_ON_CPU]
+        else:
+            shares = (*self.peer_shares, self.host_share)
+            argv += ["--n-gpu-layers", "999"]
+        return argv + ["--tensor-split", ",".join(f"{s:.4f}" for s in shares)]
+
+
+def peer_layer_count(block_count: int, host_share: float) -> int:
+    """Layers a CPU host leaves to its peers: at least one, and at least one for itself."""
+    peers = round(block_count * (1.0 - host_share))
+    return max(1, min(block_count - 1, peers)) if block_count > 1 else 1
 
 
 def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
@@ -57,8 +99,6 @@ def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
         str(spec.context),
         "--parallel",
         str(spec.parallel),
-        "--n-gpu-layers",
-        str(spec.gpu_layers),
         "--metrics",
         "--no-webui",
         # /v1/embeddings next to chat; generative GGUFs declare no pooling, which the OpenAI
@@ -67,6 +107,10 @@ def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
         "--pooling",
         "mean",
     ]
+    if spec.split is not None:
+        argv += spec.split.argv()
+    else:
+        argv += ["--n-gpu-layers", str(spec.gpu_layers)]
     if spec.threads:
         argv += ["--threads", str(spec.threads)]
     # llama-server keeps up to 8 GiB of prompts in host RAM by default, outside any budget

@@ -40,6 +40,15 @@ class WorkerSettings(BaseServiceSettings):
     grpc_port: int = 9340
     http_port: int = Field(9341, description="/health, /readyz and /metrics (on probe_host)")
     relay_port: int = Field(9342, description="the relay other nodes' gateways stream through")
+    tunnel_port: int = Field(9343, description="the RPC tunnel a split's host reaches peers by")
+    rpc_stall_s: float = Field(
+        60.0, gt=0, description="a peer leaving an RPC request unanswered this long is lost"
+    )
+    rtt_interval_s: float = Field(2.0, gt=0, description="how often RTT to other nodes is probed")
+    max_memory_bytes: int = Field(
+        0, ge=0, description="cap on what this device offers the mesh (0 = no cap; CPU and GPU)"
+    )
+    split: bool = Field(False, description="split this node's models even where they fit")
     device: str = Field("auto", description="'auto', 'cpu', or a GPU index / UUID")
     worker_id: str = Field("", description="default: the device id")
     cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")

@@ -164,12 +164,17 @@ class ManagedInstance:
             if done or self._stopping:
                 break
             wait.cancel()
-            status = await self.launcher.probe(
-                self._sup.http, self.port, self.settings.health_timeout_s
-            )
+            status = 200
+            if self.launcher.probe_when_ready:
+                status = await self.launcher.probe(
+                    self._sup.http, self.port, self.settings.health_timeout_s
+                )
+            if self.process.frozen:
+                status = None
             misses = 0 if status == 200 else misses + 1
             if misses >= self.settings.max_health_misses:
-                self.message = f"its health probe failed {misses} times in a row"
+                frozen = " (the process is stopped)" if self.process.frozen else ""
+                self.message = f"its health probe failed {misses} times in a row{frozen}"
                 return
 
     async def _fail(self) -> None:

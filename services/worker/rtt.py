@@ -1,0 +1,169 @@
+"""Round-trip times from this worker to the other nodes' workers, for split planning.
+
+Every `interval_s` the probe times a TCP connect to each other node's RPC tunnel (one SYN/ACK
+round trip, no TLS handshake, nothing for the far side to do) and smooths the samples (EWMA).
+A node that fails `MAX_FAILURES` probes in a row drops out of the report, which the scheduler
+reads as "not measured": a split never keeps a peer it can no longer reach. The report is
+written under the worker's lease only when a value moved enough to matter, so the store and
+the planner see a few writes, not a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from meshllm.core.lifecycle import LoopComponent
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import LeaseKeeper, PrefixCache, StoreFailure
+
+logger = logging.getLogger(__name__)
+ALPHA = 0.3  # weight of a new sample
+MAX_FAILURES = 3
+CONNECT_TIMEOUT_S = 1.0
+
+
+def smooth(previous: float | None, sample: float) -> float:
+    return sample if previous is None else previous + ALPHA * (sample - previous)
+
+
+def worth_publishing(old: dict[str, float], new: dict[str, float]) -> bool:
+    """A node came or went, or a time moved by more than 20 % and 1 ms."""
+    if old.keys() != new.keys():
+        return True
+    return any(abs(new[k] - old[k]) > max(1.0, 0.2 * old[k]) for k in new)
+
+
+async def connect_ms(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> float | None:
+    host, _, port = address.rpartition(":")
+    start = time.perf_counter()
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    elapsed = (time.perf_counter() - start) * 1000
+    writer.close()
+    return elapsed
+
+
+class RttProbe:
+    """Smoothed RTT to each other node, from samples taken by `measure`."""
+
+    def __init__(
+        self,
+        node: str,
+        measure: Callable[[str], Awaitable[float | None]] = connect_ms,
+    ) -> None:
+        self._node = node
+        self._measure = measure
+        self.rtt_ms: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+
+    async def sample(self, workers: Iterable[pb.WorkerRecord]) -> dict[str, float]:
+        targets: dict[str, str] = {}
+        for w in workers:
+            if w.node != self._node and w.tunnel_address:
+                targets.setdefault(w.node, w.tunnel_address)
+        results = await asyncio.gather(*(self._measure(a) for a in targets.values()))
+        for node, ms in zip(targets, results, strict=True):
+            if ms is None:
+                self._failures[node] = self._failures.get(node, 0) + 1
+                if self._failures[node] >= MAX_FAILURES:
+                    self.rtt_ms.pop(node, None)
+            else:
+                self._failures[node] = 0
+                self.rtt_ms[node] = smooth(self.rtt_ms.get(node), ms)
+        for node in list(self.rtt_ms):
+            if node not in targets:
+                del self.rtt_ms[node]
+        return dict(self.rtt_ms)
+
+
+async def rpc_version(binary: str, port: int, timeout_s: float = 20.0) -> str:
+    """The RPC protocol an rpc-server binary speaks ("7.0.0"), read from the banner it prints
+    on start (started on a loopback port, stopped at once); "" if it says none."""
+    return await asyncio.to_thread(_banner_version, binary, port, timeout_s)
+
+
+def _banner_version(binary: str, port: int, timeout_s: float) -> str:
+    # a terminal, not a pipe: the banner is printf'd, and a pipe would hold it in a buffer
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [binary, "--host", "127.0.0.1", "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=follower,
+        )
+    except OSError as exc:
+        os.close(leader)
+        os.close(follower)
+        logger.warning("cannot run %s: %s", binary, exc)
+        return ""
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                found = re.search(rb"RPC server v(\d+\.\d+\.\d+)", seen)
+                if found:
+                    return found.group(1).decode()
+            elif proc.poll() is not None:
+                break
+        return ""
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(leader)
+
+
+class RttReporter(LoopComponent):
+    """Samples every `interval_s` and publishes this worker's RttReport when it moved."""
+
+    def __init__(
+        self,
+        probe: RttProbe,
+        workers: PrefixCache[pb.WorkerRecord],
+        lease: LeaseKeeper,
+        key: str,
+        record: pb.RttReport,
+        interval_s: float,
+    ) -> None:
+        self._probe = probe
+        self._workers = workers
+        self._lease = lease
+        self._key = key
+        self._record = record
+        self._interval_s = interval_s
+
+    async def loop(self) -> None:
+        await self._workers.ready.wait()
+        published: dict[str, float] | None = None
+        while True:
+            now = await self._probe.sample(self._workers.items.values())
+            if published is None or worth_publishing(published, now):
+                self._record.rtt_ms.clear()
+                self._record.rtt_ms.update(now)
+                self._record.updated_unix = int(time.time())
+                try:
+                    await self._lease.publish(self._key, self._record)
+                    published = now
+                except StoreFailure as exc:
+                    logger.warning("could not publish round-trip times: %s", exc)
+            await asyncio.sleep(self._interval_s)
