@@ -180,9 +180,12 @@ LAB_API_PORT = 9337
 LAB_API_KEY = "sk-lab-mesh"  # a node's API listens on its host's address: keys are required
 
 
-def lab_node(host: Host, name: str, state: Path, *args: str) -> ServeProcess:
+def lab_node(
+    host: Host, name: str, state: Path, *args: str, env: dict[str, str] | None = None
+) -> ServeProcess:
     """A node on a simulated host (not started): `mesh-llm ARGS` on the host's address, its
-    API on the host's address with LAB_API_KEY, its state under `state`/`name`."""
+    API on the host's address with LAB_API_KEY, its state under `state`/`name`, with `env`
+    added to its environment."""
     argv = mesh_llm(
         *args,
         "--host",
@@ -199,6 +202,8 @@ def lab_node(host: Host, name: str, state: Path, *args: str) -> ServeProcess:
         "--console-port",
         "0",
     )
+    if env:
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
     return ServeProcess(
         name,
         host.command(argv),

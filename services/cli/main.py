@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         "than what the nodes offer is split across them)",
     )
     serve.add_argument(
+        "--tunnel-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="the port other nodes reach this node's rpc-servers on, through mutual TLS "
+        "(default: a free one; set it to open it in a firewall)",
+    )
+    serve.add_argument(
         "--split",
         action="store_true",
         help="split this node's models across peers even where they fit one node "
@@ -361,6 +369,7 @@ def run_serve(args: argparse.Namespace) -> int:
         opts.parallel, opts.threads = args.parallel, args.threads
         opts.publish = args.publish
         opts.max_vram_gb, opts.split = args.max_vram, args.split
+        opts.tunnel_port = args.tunnel_port
     try:
         return asyncio.run(serve(opts))
     except ServeError as exc:

@@ -66,6 +66,7 @@ class ServeOptions:
     cpu_memory_gib: float = 0.0
     max_vram_gb: float = 0.0  # cap on what the node offers (GB = 10^9 bytes); 0 = none
     split: bool = False  # split this node's models even where they fit
+    tunnel_port: int = 0  # 0 = a free port
     context: int = 0
     parallel: int = 4
     threads: int = 0
@@ -468,7 +469,7 @@ async def start_node_services(
             grpc_port=free_port(),
             http_port=free_port(),
             relay_port=free_port(str(common["bind_host"])),
-            tunnel_port=free_port(str(common["bind_host"])),
+            tunnel_port=opts.tunnel_port or free_port(str(common["bind_host"])),
             device=opts.device,
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
             max_memory_bytes=int(opts.max_vram_gb * 1e9),

@@ -216,7 +216,9 @@ class ChildProcess:
         """SIGTERM to the process group, SIGKILL after `grace_s`. Idempotent."""
         if self._proc is None:
             return None
-        if self.running:
+        if self.running and self.frozen:  # a stopped process cannot act on SIGTERM
+            self.signal(signal.SIGKILL)
+        elif self.running:
             self.signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), timeout=grace_s)

@@ -209,7 +209,7 @@ def _place(
             result.report(want.model, True, split_reasons)
             return
         reasons += split_reasons
-    if worker is None:
+    if worker is None or want.split:  # a split that was asked for waits for its peers
         result.report(want.model, False, reasons)
         return
     used[(worker.node, worker.worker_id)] += need

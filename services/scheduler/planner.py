@@ -50,12 +50,13 @@ class MeshView:
         return nodes
 
     def rtt_between(self) -> placement.RttFn:
-        """The lowest smoothed round-trip time either side reports between two nodes."""
+        """The higher smoothed round-trip time the two sides report of each other: a path
+        one side finds slow is slow (and a one-sided report still counts)."""
         table: dict[tuple[str, str], float] = {}
         for report in self.rtt.items.values():
             for other, ms in report.rtt_ms.items():
                 pair = (min(report.node, other), max(report.node, other))
-                table[pair] = min(ms, table.get(pair, ms))
+                table[pair] = max(ms, table.get(pair, ms))
         return lambda a, b: table.get((min(a, b), max(a, b)))
 
     def catalog_by_name(self) -> dict[str, pb.CatalogEntry]:

@@ -25,7 +25,7 @@ from .rtt import RttProbe, RttReporter, rpc_version
 from .servicer import WorkerServicer
 from .settings import WorkerSettings
 from .supervisor import Supervisor
-from .tunnel import TunnelServer
+from .tunnel import TunnelServer, ping_ms
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     if rpc_server is not None:  # without it this worker serves solo, never in a split
         binaries[RPC_SERVER] = rpc_server.path
         agent.record.rpc_version = await rpc_version(rpc_server.path, free_loopback_port())
-    agent.record.tunnel_address = f"{settings.advertise_host}:{settings.tunnel_port}"
+    agent.record.tunnel_address = (
+        settings.tunnel_advertise or f"{settings.advertise_host}:{settings.tunnel_port}"
+    )
     logger.info("RPC protocol %s", agent.record.rpc_version or "unknown: never in a split")
     supervisor = Supervisor(
         settings.supervisor,
@@ -125,7 +127,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     check_exposure("the RPC tunnel", settings.bind_host, credentials)
     workers = PrefixCache(ctx.store, keys.workers(settings.mesh_id), pb.WorkerRecord)
     rtt = RttReporter(
-        RttProbe(settings.node),
+        RttProbe(settings.node, lambda address: ping_ms(address, credentials)),
         workers,
         ctx.lease,
         keys.rtt(settings.mesh_id, settings.node, agent.worker_id),

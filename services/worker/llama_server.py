@@ -75,7 +75,7 @@ class SplitLayout:
         else:
             shares = (*self.peer_shares, self.host_share)
             argv += ["--n-gpu-layers", "999"]
-        return argv + ["--tensor-split", ",".join(f"{s:.4f}" for s in shares)]
+        return [*argv, "--tensor-split", ",".join(f"{s:.4f}" for s in shares)]
 
 
 def peer_layer_count(block_count: int, host_share: float) -> int:

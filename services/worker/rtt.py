@@ -1,7 +1,8 @@
 """Round-trip times from this worker to the other nodes' workers, for split planning.
 
-Every `interval_s` the probe times a TCP connect to each other node's RPC tunnel (one SYN/ACK
-round trip, no TLS handshake, nothing for the far side to do) and smooths the samples (EWMA).
+Every `interval_s` the probe times one `ping` round trip through each other node's RPC tunnel
+(on an open connection: the path RPC itself takes, and a frozen worker does not answer) and
+smooths the samples (EWMA).
 A node that fails `MAX_FAILURES` probes in a row drops out of the report, which the scheduler
 reads as "not measured": a split never keeps a peer it can no longer reach. The report is
 written under the worker's lease only when a value moved enough to matter, so the store and
@@ -27,7 +28,6 @@ from meshllm.core.store import LeaseKeeper, PrefixCache, StoreFailure
 logger = logging.getLogger(__name__)
 ALPHA = 0.3  # weight of a new sample
 MAX_FAILURES = 3
-CONNECT_TIMEOUT_S = 1.0
 
 
 def smooth(previous: float | None, sample: float) -> float:
@@ -41,26 +41,10 @@ def worth_publishing(old: dict[str, float], new: dict[str, float]) -> bool:
     return any(abs(new[k] - old[k]) > max(1.0, 0.2 * old[k]) for k in new)
 
 
-async def connect_ms(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> float | None:
-    host, _, port = address.rpartition(":")
-    start = time.perf_counter()
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
-    except (OSError, TimeoutError, ValueError):
-        return None
-    elapsed = (time.perf_counter() - start) * 1000
-    writer.close()
-    return elapsed
-
-
 class RttProbe:
     """Smoothed RTT to each other node, from samples taken by `measure`."""
 
-    def __init__(
-        self,
-        node: str,
-        measure: Callable[[str], Awaitable[float | None]] = connect_ms,
-    ) -> None:
+    def __init__(self, node: str, measure: Callable[[str], Awaitable[float | None]]) -> None:
         self._node = node
         self._measure = measure
         self.rtt_ms: dict[str, float] = {}

@@ -41,6 +41,9 @@ class WorkerSettings(BaseServiceSettings):
     http_port: int = Field(9341, description="/health, /readyz and /metrics (on probe_host)")
     relay_port: int = Field(9342, description="the relay other nodes' gateways stream through")
     tunnel_port: int = Field(9343, description="the RPC tunnel a split's host reaches peers by")
+    tunnel_advertise: str = Field(
+        "", description="host:port other nodes reach the tunnel on (behind NAT or a proxy)"
+    )
     rpc_stall_s: float = Field(
         60.0, gt=0, description="a peer leaving an RPC request unanswered this long is lost"
     )

@@ -8,7 +8,8 @@ the workers:
         ══ mutual TLS, node certificates ══▶ TunnelServer (peer's worker, tunnel_port)
         ──▶ rpc-server on the peer's loopback
 
-A connection opens with one line naming the peer's instance (`<instance id>\\n`); the server
+A connection opens with one line naming the peer's instance (or `ping`, answered `pong` — the
+RTT probe's round trip) (`<instance id>\\n`); the server
 answers `ok\\n` or `error <why>\\n`, then bytes flow both ways untouched, with TCP_NODELAY on
 every socket (RPC is a chain of small round trips). The server takes only a serving node of
 the mesh, only the host its assignment names, and one connection per rpc-server at a time.
@@ -38,7 +39,8 @@ from meshllm.core.pki import Credentials, Identity
 logger = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
-BUSY_WAIT_S = 5.0  # a host reconnecting waits this long for its previous connection to end
+BUSY_WAIT_S = 5.0
+PING = "ping"  # a host reconnecting waits this long for its previous connection to end
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ class TunnelServer:
             await _close(writer)
             return
         instance_id = line.decode(errors="replace").strip()
+        if instance_id == PING:  # the RTT probe: one round trip on an open connection
+            writer.write(b"pong\n")
+            await _close(writer)
+            return
         refusal, route, node = self._check(instance_id, writer)
         if refusal is not None:
             logger.warning("RPC tunnel refused %s for %s: %s", node or "?", instance_id, refusal)
@@ -341,3 +347,31 @@ class _Clock:
             waiting = self.sent_at > self.heard_at
             if waiting and time.monotonic() - self.sent_at > stall_s:
                 return
+
+
+async def ping_ms(
+    address: str, credentials: Credentials | None, timeout_s: float = 2.0
+) -> float | None:
+    """One `ping` round trip to a worker's tunnel, in ms, timed on an open connection (the
+    TCP and TLS handshakes are not counted); None when it does not answer in time."""
+    host, _, port = address.rpartition(":")
+    ssl_context = credentials.client_context() if credentials else None
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(
+                host,
+                int(port),
+                ssl=ssl_context,
+                server_hostname=SERVER_NAME if ssl_context else None,
+            )
+            _nodelay(writer)
+            try:
+                start = time.perf_counter()
+                writer.write(f"{PING}\n".encode())
+                answer = await reader.readline()
+                elapsed = (time.perf_counter() - start) * 1000
+            finally:
+                await _close(writer)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    return elapsed if answer.strip() == b"pong" else None

@@ -337,7 +337,7 @@ def test_the_host_holds_the_file_and_peers_need_not() -> None:
     assert roles(result.create) == {"b": PEER, "a": HOST}
 
 
-def test_a_forced_split_splits_what_fits_and_falls_back_to_solo_without_peers() -> None:
+def test_a_forced_split_splits_what_fits_and_waits_for_peers() -> None:
     forced = [Want("m", "", 0, split=True)]
     catalog = {"m": entry("m", 2)}
     result = plan(
@@ -345,7 +345,8 @@ def test_a_forced_split_splits_what_fits_and_falls_back_to_solo_without_peers() 
     )
     assert roles(result.create) == {"b": PEER, "a": HOST}
     result = plan(forced, catalog, {}, [worker("a", 4), worker("b", 4, rpc="")], {}, SETTINGS)
-    assert roles(result.create) == {"a": SOLO}
+    assert result.create == [] and not result.status["m"].placed
+    assert "split: b/gpu0: cannot run an rpc-server" in result.status["m"].reasons
 
 
 def test_a_split_wants_demand_flag() -> None:
