@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from meshllm.worker.llama_server import InstanceSpec, build_argv, strip_owned_flags
+from meshllm.worker.llama_server import (
+    HOST_OUTPUT_ON_CPU,
+    InstanceSpec,
+    SplitLayout,
+    build_argv,
+    peer_layer_count,
+    strip_owned_flags,
+)
 
 
 def spec(**overrides: object) -> InstanceSpec:
@@ -62,3 +69,34 @@ def test_user_args_come_last_without_owned_flags() -> None:
 )
 def test_strip_owned_flags(args: list[str], kept: list[str]) -> None:
     assert strip_owned_flags(args) == kept
+
+
+@pytest.mark.parametrize(
+    ("host_is_cpu", "expected"),
+    [
+        (
+            True,
+            ["--rpc", "127.0.0.1:1,127.0.0.1:2", "--flash-attn", "off", "--n-gpu-layers", "5",
+             "--override-tensor", HOST_OUTPUT_ON_CPU, "--tensor-split", "0.3000,0.2000"],
+        ),
+        (
+            False,
+            ["--rpc", "127.0.0.1:1,127.0.0.1:2", "--flash-attn", "off", "--n-gpu-layers", "999",
+             "--tensor-split", "0.3000,0.2000,0.5000"],
+        ),
+    ],
+)  # fmt: skip
+def test_a_split_host_puts_its_peers_first_and_keeps_the_output(
+    host_is_cpu: bool, expected: list[str]
+) -> None:
+    layout = SplitLayout(("127.0.0.1:1", "127.0.0.1:2"), (0.3, 0.2), 0.5, 8, host_is_cpu)
+    assert layout.argv() == expected
+
+
+@pytest.mark.parametrize(
+    ("blocks", "host_share", "peers"), [(8, 0.5, 4), (8, 0.99, 1), (8, 0.01, 7), (1, 0.5, 1)]
+)
+def test_a_cpu_host_keeps_at_least_one_layer_and_leaves_one(
+    blocks: int, host_share: float, peers: int
+) -> None:
+    assert peer_layer_count(blocks, host_share) == peers
