@@ -212,3 +212,30 @@ def lab_node(
         api_key=LAB_API_KEY,
         host=host,
     )
+
+
+def stop_nodes(nodes: dict[str, ServeProcess]) -> None:
+    """SIGTERM every node still running, then wait for each (SIGKILL after 30 s)."""
+    for node in nodes.values():
+        if node.process is not None and node.process.poll() is None:
+            node.process.terminate()
+    for node in nodes.values():
+        if node.process is not None:
+            try:
+                node.process.wait(30)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+
+
+def wait_for(check, timeout: float = 120.0, every: float = 0.2):  # type: ignore[no-untyped-def]
+    """The first truthy result of `check()` (an HTTP or API error counts as not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (httpx.HTTPError, openai.APIError):
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(every)

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from harness import LAB_API_PORT, ServeProcess, lab_node, mesh_llm
+from harness import LAB_API_PORT, ServeProcess, lab_node, mesh_llm, stop_nodes, wait_for
 from helpers import cannot_run_here
 from netns import Host, Lab, netns_supported
 
@@ -80,29 +80,8 @@ def mesh(
             node.wait_event("ready")
         yield Mesh(lab, nodes, token, state)
     finally:
-        for node in nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                node.process.terminate()
-        for node in nodes.values():
-            if node.process is not None:
-                try:
-                    node.process.wait(30)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
+        stop_nodes(nodes)
         lab.destroy()
-
-
-def wait_for(check, timeout: float = 120.0, every: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (httpx.HTTPError, openai.APIError):
-            result = None
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(every)
 
 
 def test_every_gateway_sees_every_model_with_where_it_runs(

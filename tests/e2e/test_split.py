@@ -28,7 +28,7 @@ import httpx
 import openai
 import pytest
 from delay_proxy import DelayProxy
-from harness import ServeProcess, lab_node
+from harness import ServeProcess, lab_node, stop_nodes, wait_for
 from helpers import cannot_run_here
 from netns import Lab, netns_supported
 
@@ -143,29 +143,8 @@ def mesh(
         yield Mesh(lab, nodes, token, state, far)
     finally:
         far.close()
-        for node in nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                node.process.terminate()
-        for node in nodes.values():
-            if node.process is not None:
-                try:
-                    node.process.wait(30)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
+        stop_nodes(nodes)
         lab.destroy()
-
-
-def wait_for(check, timeout: float = 180.0, every: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (httpx.HTTPError, openai.APIError):
-            result = None
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(every)
 
 
 def answer(node: ServeProcess, model: str, tokens: int = 24) -> str:

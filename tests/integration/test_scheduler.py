@@ -167,8 +167,10 @@ async def test_pending_model_is_explained(
         except Unavailable:  # still starting
             return False
 
+    async def explained() -> bool:  # each scheduler answers from its own watch of the store
+        status = (await schedulers[0].client.explain("huge")).status
+        return not status.placed and any("small/cpu0: needs" in r for r in status.reasons)
+
     await wait_until(pending)
-    explained = await schedulers[0].client.explain("huge")
-    assert not explained.status.placed
-    assert any("small/cpu0: needs" in r for r in explained.status.reasons)
+    await wait_until(explained)
     assert await assignment_models(store, mesh_id) == []
