@@ -43,11 +43,23 @@ backend_flags() {
   esac
 }
 
+# The mesh's own helper beside the binaries: fills an rpc-server's tensor cache from a GGUF
+# (services/worker/rpc_cache.py). Rebuilt whenever its source is newer.
+HELPER_SRC=$(cd "$(dirname "$0")/.." && pwd)/native/rpc_cache_fill.c
+build_helper() {
+  local out=$PREFIX/bin/mesh-rpc-cache-fill
+  if [[ ! -x $out || $HELPER_SRC -nt $out ]]; then
+    ${CC:-cc} -O2 -Wall -o "$out.tmp" "$HELPER_SRC" && mv "$out.tmp" "$out"
+    say "built $out"
+  fi
+}
+
 FLAGS=$(backend_flags)
 STAMP="$VERSION $BACKEND $FLAGS"
 if [[ -f $PREFIX/STAMP && "$(cat "$PREFIX/STAMP")" == "$STAMP" ]] && \
    for t in "${TARGETS[@]}"; do [[ -x $PREFIX/bin/$t ]] || exit 1; done; then
   say "cached build found: $PREFIX/bin (delete it to rebuild)"
+  build_helper
   exit 0
 fi
 
@@ -87,4 +99,5 @@ for t in "${TARGETS[@]}"; do cp "$WORK/build/bin/$t" "$PREFIX.tmp/bin/"; done
 cp "$SRC"/models/ggml-vocab-*.gguf "$PREFIX.tmp/vocab/"
 echo "$STAMP" >"$PREFIX.tmp/STAMP"
 rm -rf "$PREFIX" && mv "$PREFIX.tmp" "$PREFIX"
+build_helper
 say "installed into $PREFIX/bin"

@@ -474,6 +474,7 @@ async def start_node_services(
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
             max_memory_bytes=int(opts.max_vram_gb * 1e9),
             split=opts.split,
+            llama_cache_dir=str(stack.state_dir / "llama-cache"),
             models=",".join(opts.models),
             supervisor=SupervisorSettings(
                 llama_server=llama_server,

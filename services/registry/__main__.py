@@ -11,16 +11,19 @@ from meshllm.core.errors import MeshError
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
 
+from .copies import LocalCopies
 from .servicer import RegistryServicer
 from .settings import RegistrySettings
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     servicer = RegistryServicer(ctx.settings, ctx.store, ctx.lease)  # type: ignore[arg-type]
+    copies = LocalCopies(ctx.settings, ctx.store, ctx.lease)  # type: ignore[arg-type]
     return ServiceParts(
         register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
             servicer, server
-        )
+        ),
+        components=[copies.catalog, copies],
     )
 
 

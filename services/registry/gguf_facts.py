@@ -11,7 +11,7 @@ from typing import Any
 import gguf
 from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
 
-from .gguf_header import GgufArray, GgufHeader, read_header
+from meshllm.core.gguf_header import GgufArray, GgufHeader, read_header
 
 GGUF_MAGIC = b"GGUF"
 _HEAD_BYTES = 64  # enough for the version and a hint at what a non-GGUF file is

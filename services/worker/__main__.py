@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from pathlib import Path
 
 from meshllm.core import keys
 from meshllm.core.access import check_exposure
@@ -16,6 +17,7 @@ from meshllm.core.service import ServiceContext, ServiceParts, service_main
 from meshllm.core.store import PrefixCache
 from meshllm.core.streaming import upstream_session
 
+from . import rpc_cache
 from .agent import WorkerAgent
 from .binaries import find_binary, find_companion
 from .gpus import cap_budget, select_device
@@ -60,8 +62,8 @@ class Drainer(LoopComponent):
         await self._agent.drain()
 
 
-def device_env(device: pb.Device) -> dict[str, str]:
-    env = dict(os.environ)
+def device_env(device: pb.Device, llama_cache: str) -> dict[str, str]:
+    env = dict(os.environ, LLAMA_CACHE=str(Path(llama_cache).expanduser()))
     if device.kind == pb.DEVICE_KIND_CUDA:
         env["CUDA_VISIBLE_DEVICES"] = str(device.index)
     return env
@@ -92,6 +94,8 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     if rpc_server is not None:  # without it this worker serves solo, never in a split
         binaries[RPC_SERVER] = rpc_server.path
         agent.record.rpc_version = await rpc_version(rpc_server.path, free_loopback_port())
+        helper = find_companion(rpc_cache.HELPER, binary.path)
+        agent.cache_helper = helper.path if helper is not None else None
     agent.record.tunnel_address = (
         settings.tunnel_advertise or f"{settings.advertise_host}:{settings.tunnel_port}"
     )
@@ -101,7 +105,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         binaries,
         session,
         on_change=agent.on_instance_change,
-        base_env=device_env(device),
+        base_env=device_env(device, settings.llama_cache_dir),
     )
     agent.supervisor = supervisor
     servicer = WorkerServicer(agent, settings.supervisor.load_timeout_s)

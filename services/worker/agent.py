@@ -10,14 +10,17 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.errors import MeshError, Unavailable
+from meshllm.core.gguf_header import read_header
 from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
+from . import rpc_cache
 from .launchers import RPC_SERVER
 from .llama_server import InstanceSpec, SplitLayout
 from .settings import WorkerSettings
@@ -67,7 +70,11 @@ class WorkerAgent(LoopComponent):
         self._grpc_address = grpc_address
         self._dirty = asyncio.Event()
         self._hosts: dict[str, asyncio.Task[None]] = {}  # host assignment → its start-up
+        self._peers: dict[str, asyncio.Task[None]] = {}  # peer assignment → cache fill, start
         self.tunnels: dict[str, list[TunnelClient]] = {}  # host assignment → one per peer
+        self.cache_helper: str | None = None  # mesh-rpc-cache-fill, when built
+        self._sent_at_start: dict[str, int] = {}  # host instance → tunnel bytes when it started
+        self.load_bytes: dict[str, int] = {}  # host instance → bytes sent to peers loading
         self.assignments.listeners.append(self._dirty.set)
         lease.on_new_lease.append(self._on_new_lease)
 
@@ -81,7 +88,7 @@ class WorkerAgent(LoopComponent):
         if self.supervisor is not None:
             del self.record.instances[:]
             self.record.instances.extend(  # a stopped instance is gone, not a state to show
-                instance_message(i)
+                instance_message(i, self.load_bytes.get(i.spec.instance_id, 0))
                 for i in self.supervisor.instances.values()
                 if i.state != InstanceState.STOPPED
             )
@@ -124,7 +131,25 @@ class WorkerAgent(LoopComponent):
                 logger.info("waiting for the registry: %s", exc.message)
                 await asyncio.sleep(1.0)
 
+    def _count_load(self, instance: ManagedInstance) -> None:
+        """A host's bytes to its peers from its process start to ready: what its load cost."""
+        clients = self.tunnels.get(instance.spec.assignment_id)
+        if not clients:
+            return
+        sent = sum(c.traffic.to_peer for c in clients)
+        if instance.state == InstanceState.STARTING:
+            self._sent_at_start[instance.spec.instance_id] = sent
+        elif instance.state == InstanceState.READY:
+            start = self._sent_at_start.get(instance.spec.instance_id, 0)
+            self.load_bytes[instance.spec.instance_id] = sent - start
+            logger.info(
+                "split host %s loaded: %.1f MB sent to its peers",
+                instance.spec.instance_id,
+                (sent - start) / 1e6,
+            )
+
     async def on_instance_change(self, instance: ManagedInstance) -> None:
+        self._count_load(instance)
         spec = instance.spec
         key = keys.endpoint(self.settings.mesh_id, spec.model, spec.instance_id)
         try:
@@ -178,6 +203,11 @@ class WorkerAgent(LoopComponent):
         running = {i.spec.assignment_id: i for i in self.supervisor.instances.values()}
         for assignment_id in [k for k in self._hosts if k not in wanted]:
             await self._stop_host(assignment_id)
+        for assignment_id in [k for k in self._peers if k not in wanted]:
+            task = self._peers.pop(assignment_id)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for assignment_id, instance in running.items():
             if assignment_id not in wanted and not assignment_id.startswith(MANUAL_PREFIX):
                 logger.info(
@@ -187,9 +217,11 @@ class WorkerAgent(LoopComponent):
         for assignment_id, a in wanted.items():
             if assignment_id in running or assignment_id in self._hosts:
                 continue
+            if assignment_id in self._peers and not self._peers[assignment_id].done():
+                continue
             try:
                 if a.role == pb.ASSIGNMENT_ROLE_PEER:
-                    self.start_peer(a)
+                    self._peers[a.id] = asyncio.create_task(self._start_peer(a))
                 elif a.role == pb.ASSIGNMENT_ROLE_HOST:
                     self._hosts[a.id] = asyncio.create_task(self._start_host(a))
                 else:
@@ -198,6 +230,66 @@ class WorkerAgent(LoopComponent):
                 logger.warning(
                     "cannot start %s for assignment %s: %s", a.model, assignment_id, exc.message
                 )
+
+    async def _start_peer(self, a: pb.Assignment) -> None:
+        try:
+            await self._fill_rpc_cache(a)
+        except MeshError as exc:
+            logger.info("%s: no local copy to fill the RPC cache from (%s)", a.model, exc.message)
+        except Exception:  # a copy that cannot be read must not keep the peer from starting
+            logger.exception("%s: the RPC cache could not be filled", a.model)
+        try:
+            self.start_peer(a)
+        except MeshError as exc:
+            logger.warning("cannot start the split peer of %s: %s", a.model, exc.message)
+
+    async def _fill_rpc_cache(self, a: pb.Assignment) -> None:
+        """Before a peer's rpc-server starts: its layers' large tensors, hashed from this
+        node's copy of the GGUF into the cache (rpc_cache.py). Without a copy, the host sends
+        them once and the rpc-server keeps them."""
+        if self.cache_helper is None or not a.peers:
+            return
+        async with await RegistryClient.discover(
+            self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
+        ) as registry:
+            located = await registry.locate(a.model, self.settings.node)
+        host = a.peers[0]
+        mesh = self.settings.mesh_id
+        lead = await self._store.get(
+            keys.assignment(mesh, host.node, host.worker_id, a.group_id), pb.Assignment
+        )
+        record = await self._store.get(
+            keys.worker(mesh, host.node, host.worker_id), pb.WorkerRecord
+        )
+        order = [p.assignment_id for p in lead.peers] if lead is not None else []
+        if record is None or a.id not in order:
+            return
+        layout = SplitLayout(
+            rpc_endpoints=(),
+            peer_shares=tuple(p.share for p in lead.peers),
+            host_share=lead.share,
+            block_count=located.facts.block_count,
+            host_is_cpu=record.device.kind == pb.DEVICE_KIND_CPU,
+        )
+        layers = rpc_cache.device_layers(
+            layout.block_count, layout.weights(), layout.gpu_layers(), order.index(a.id)
+        )
+        gguf = Path(located.path)
+        header = await asyncio.to_thread(read_header, gguf)
+        tensors = rpc_cache.tensors_to_fill(header.tensors, layers)
+        label = f"{a.model} layers {min(layers, default=0)}-{max(layers, default=0)}"
+        done = await rpc_cache.fill_cache(
+            self.cache_helper, gguf, self.settings.rpc_cache_path, tensors, label
+        )
+        logger.info(
+            "%s: RPC cache filled from %s: %d tensors, %.1f GB (%d new) in %.1fs",
+            label,
+            located.path,
+            done.tensors,
+            done.bytes / 1e9,
+            done.written,
+            done.seconds,
+        )
 
     def start_peer(self, a: pb.Assignment) -> ManagedInstance:
         """A split's peer: an rpc-server holding layers for its host (no endpoint of its own)."""
@@ -261,6 +353,8 @@ class WorkerAgent(LoopComponent):
             logger.warning("cannot start the split host of %s: %s", a.model, exc.message)
         except TimeoutError:
             logger.warning("the peers of %s (%s) never became ready", a.model, a.id)
+        except Exception:  # a task nobody awaits: say what broke rather than vanish
+            logger.exception("the split host of %s (%s) failed to start", a.model, a.id)
 
     async def _wait_for_peers(self, a: pb.Assignment) -> list[tuple[pb.PeerShare, str]]:
         """Each peer with its worker's tunnel address, once its rpc-server is ready."""
@@ -358,8 +452,9 @@ def _peer_ready(record: pb.WorkerRecord, assignment_id: str) -> bool:
     )
 
 
-def instance_message(instance: ManagedInstance) -> pb.Instance:
+def instance_message(instance: ManagedInstance, load_bytes: int = 0) -> pb.Instance:
     return pb.Instance(
+        rpc_load_bytes=load_bytes,
         id=instance.spec.instance_id,
         model=instance.spec.model,
         assignment_id=instance.spec.assignment_id,

@@ -63,19 +63,23 @@ class SplitLayout:
     block_count: int
     host_is_cpu: bool
 
+    def weights(self) -> tuple[float, ...]:
+        """`--tensor-split`, in llama.cpp's device order (RPC devices first)."""
+        return self.peer_shares if self.host_is_cpu else (*self.peer_shares, self.host_share)
+
+    def gpu_layers(self) -> int:
+        # a CPU is not a device llama.cpp splits over: the peers take the last
+        # `peer_layers` layers (and the output slot, kept on the CPU), the CPU the rest
+        if self.host_is_cpu:
+            return peer_layer_count(self.block_count, self.host_share) + 1
+        return 999
+
     def argv(self) -> list[str]:
         argv = ["--rpc", ",".join(self.rpc_endpoints), "--flash-attn", "off"]
+        argv += ["--n-gpu-layers", str(self.gpu_layers())]
         if self.host_is_cpu:
-            # a CPU is not a device llama.cpp splits over: the peers take the last
-            # `peer_layers` layers (and the output slot, kept on the CPU), the CPU the rest
-            peer_layers = peer_layer_count(self.block_count, self.host_share)
-            shares = self.peer_shares
-            argv += ["--n-gpu-layers", str(peer_layers + 1)]
             argv += ["--override-tensor", HOST_OUTPUT_ON_CPU]
-        else:
-            shares = (*self.peer_shares, self.host_share)
-            argv += ["--n-gpu-layers", "999"]
-        return [*argv, "--tensor-split", ",".join(f"{s:.4f}" for s in shares)]
+        return [*argv, "--tensor-split", ",".join(f"{w:.4f}" for w in self.weights())]
 
 
 def peer_layer_count(block_count: int, host_share: float) -> int:

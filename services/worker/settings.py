@@ -11,6 +11,10 @@ def _default_log_dir() -> str:
     return str(Path.home() / ".cache" / "mesh-llm" / "logs")
 
 
+def _default_llama_cache() -> str:
+    return str(Path.home() / ".cache" / "mesh-llm" / "llama-cache")
+
+
 class SupervisorSettings(Section):
     llama_server: str = Field("", description="path of llama-server; empty: search (see binaries)")
     port_range: str = Field("41000-41999", description="loopback ports for llama-server")
@@ -52,12 +56,20 @@ class WorkerSettings(BaseServiceSettings):
         0, ge=0, description="cap on what this device offers the mesh (0 = no cap; CPU and GPU)"
     )
     split: bool = Field(False, description="split this node's models even where they fit")
+    llama_cache_dir: str = Field(
+        default_factory=_default_llama_cache,
+        description="LLAMA_CACHE of the processes; rpc-servers keep tensors in its rpc/",
+    )
     device: str = Field("auto", description="'auto', 'cpu', or a GPU index / UUID")
     worker_id: str = Field("", description="default: the device id")
     cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")
     cpu_memory_bytes: int = Field(0, ge=0, description="explicit CPU budget; overrides fraction")
     models: str = Field("", description="comma-separated models (names or GGUF paths) to serve")
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+
+    @property
+    def rpc_cache_path(self) -> Path:
+        return Path(self.llama_cache_dir).expanduser() / "rpc"
 
     @property
     def model_list(self) -> list[str]:

@@ -55,6 +55,7 @@ class Traffic:
 
     to_peer: int = 0
     from_peer: int = 0
+    round_trips: int = 0  # times the peer answered after the host had sent something
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
@@ -296,7 +297,7 @@ class TunnelClient:
             await _close(writer)
             self._on_lost(f"cannot reach rpc-server {self.instance_id} at {self.target}: {exc}")
             return
-        clock = _Clock()
+        clock = _Clock(self.traffic)
 
         def to_peer(n: int) -> None:
             self.traffic.to_peer += n
@@ -328,14 +329,17 @@ class TunnelClient:
 class _Clock:
     """When bytes last went to the peer (a write completed) and last came back."""
 
-    def __init__(self) -> None:
+    def __init__(self, traffic: Traffic) -> None:
         self.sent_at = 0.0
         self.heard_at = 0.0
+        self._traffic = traffic
 
     def sent(self) -> None:
         self.sent_at = time.monotonic()
 
     def heard(self) -> None:
+        if self.sent_at > self.heard_at:
+            self._traffic.round_trips += 1
         self.heard_at = time.monotonic()
 
     async def stalled(self, stall_s: float) -> None:

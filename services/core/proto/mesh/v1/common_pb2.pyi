@@ -82,7 +82,7 @@ class Device(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., pci_bus_id: _Optional[str] = ..., index: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("id", "model", "assignment_id", "state", "port", "memory_bytes", "restart_count", "last_exit_code", "message")
+    __slots__ = ("id", "model", "assignment_id", "state", "port", "memory_bytes", "restart_count", "last_exit_code", "message", "rpc_load_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class Instance(_message.Message):
     RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RPC_LOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     assignment_id: str
@@ -101,7 +102,8 @@ class Instance(_message.Message):
     restart_count: int
     last_exit_code: int
     message: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., assignment_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., port: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., restart_count: _Optional[int] = ..., last_exit_code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    rpc_load_bytes: int
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., assignment_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., port: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., restart_count: _Optional[int] = ..., last_exit_code: _Optional[int] = ..., message: _Optional[str] = ..., rpc_load_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerRecord(_message.Message):
     __slots__ = ("node", "worker_id", "device", "grpc_address", "relay_url", "draining", "instances", "lease_id", "version", "started_unix", "rpc_version", "tunnel_address")
