@@ -43,8 +43,6 @@ import aiohttp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import ServeProcess, local_serve
-from helpers import descendants
 
 from meshllm.core.pki import Credentials
 
@@ -223,7 +221,7 @@ class ServeStack:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.state_dir = Path(tempfile.mkdtemp(prefix="mesh-llm-bench-"))
-        self.serve: ServeProcess | None = None
+        self.serve: Any = None  # harness.ServeProcess
 
     @property
     def pid(self) -> int:
@@ -233,6 +231,8 @@ class ServeStack:
     async def start(self) -> Target:
         if not self.config.model.is_file():
             raise BenchError(f"no model file at {self.config.model} (pass --model PATH)")
+        from harness import local_serve  # the test harness: only where a stack is started
+
         self.serve = serve = local_serve(
             self.state_dir,
             self.config.model,
@@ -565,6 +565,8 @@ def pin_processes(root: int) -> str:
         return "--pin: only one CPU, nothing pinned"
     model_cpu, rest = {cpus[0]}, set(cpus[1:])
     pinned = 0
+    from helpers import descendants
+
     stack = {root: "mesh-llm serve", **descendants(root)}
     for pid, command in stack.items():
         is_model = "llama-server" in command

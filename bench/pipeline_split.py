@@ -132,6 +132,7 @@ class Bench:
             parallel=max(self.args.concurrency),
             threads=self.args.threads,
             gpu_layers=999 if self.args.gpu else 0,
+            prompt_cache_mib=self.args.prompt_cache_mib,
             split=split,
         )
 
@@ -320,7 +321,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{overhead.fmt(s.get('vs_solo'), '.3f')} |"
             )
         trips = overhead.fmt(row["rpc_round_trips_per_token"], ".2f")
-        level = row['concurrency']
+        level = row["concurrency"]
         lines.append(f"| {level} | RPC round trips per token (tunnel) | {trips} | | | |")
     return "\n".join(lines)
 
@@ -337,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--context", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--prompt-cache-mib",
+        type=int,
+        default=0,
+        help="solo's --cache-ram (a split host always runs with 0); 0 compares like with like",
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))

@@ -100,3 +100,11 @@ def test_a_cpu_host_keeps_at_least_one_layer_and_leaves_one(
     blocks: int, host_share: float, peers: int
 ) -> None:
     assert peer_layer_count(blocks, host_share) == peers
+
+
+def test_a_split_host_keeps_no_prompt_cache() -> None:
+    layout = SplitLayout(("127.0.0.1:1",), (0.5,), 0.5, 8, True)
+    argv = build_argv("llama-server", spec(split=layout, prompt_cache_mib=256), 8080)
+    assert argv[argv.index("--cache-ram") + 1] == "0"
+    solo = build_argv("llama-server", spec(prompt_cache_mib=256), 8080)
+    assert solo[solo.index("--cache-ram") + 1] == "256"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Pipeline-split figures on a machine with an NVIDIA GPU, in one go: build the pinned llama.cpp
+# for CUDA, then the tunnel's round-trip cost (bench/tunnel_rtt.py) and an 8B-shaped llama
+# (random weights, Q4_K_M) solo against split through the mesh's launch code and tunnel
+# (bench/pipeline_split.py --gpu). Results go to $RESULTS (default /tmp/gpu-results).
+#   bench/gpu_split.sh            (env: LLAMA_SDIST, LLAMA_CUDA_ARCHITECTURES (90), JOBS, SHAPE)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-/tmp/gpu-results}
+mkdir -p "$RESULTS"
+export LLAMA_CUDA_ARCHITECTURES=${LLAMA_CUDA_ARCHITECTURES:-90} JOBS=${JOBS:-$(nproc)}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/gpu.txt"
+start=$SECONDS
+bash scripts/build-llama.sh cuda
+echo "build: $((SECONDS - start)) s" | tee -a "$RESULTS/gpu.txt"
+export MESH_LLAMA_BIN_DIR=${MESH_LLAMA_CACHE:-$HOME/.cache/mesh-llm/llama.cpp}/0.3.36-cuda/bin
+python3 bench/tunnel_rtt.py --round-trips 5000 --markdown | tee "$RESULTS/tunnel.md"
+python3 bench/pipeline_split.py --gpu --shape "${SHAPE:-8b}" --quantize Q4_K_M \
+  --concurrency 1,8 --max-tokens 128 --rounds 3 --requests 2 --threads 4 --markdown \
+  | tee "$RESULTS/split.md"
