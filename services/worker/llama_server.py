@@ -120,7 +120,7 @@ def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
     # llama-server keeps up to 8 GiB of prompts in host RAM by default, outside any budget.
     # A split's host keeps none: saving a slot's prompt copies the KV cache out of every RPC
     # device, dozens of round trips per request (measured: 65 round trips per generated token
-    # instead of 1, and 25× the time to first token)
+    # instead of 1, and 25 times the time to first token)
     cache_mib = 0 if spec.split is not None else spec.prompt_cache_mib
     argv += ["--cache-ram", str(cache_mib)]
     return argv + strip_owned_flags(spec.extra_args)
