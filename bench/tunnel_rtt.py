@@ -2,8 +2,9 @@
 straight and through each tunnel, every endpoint in its own process as on real nodes:
 
 - `tcp`: straight to the echo server (what `--rpc` to a loopback rpc-server pays);
-- `asyncio-tls`: the mesh's tunnel (worker/tunnel.py: TunnelClient → TunnelServer, mutual
-  TLS with node certificates of a throwaway mesh);
+- `mesh-tunnel (LOOP)`: the mesh's tunnel (worker/tunnel.py: TunnelClient → TunnelServer,
+  mutual TLS with node certificates of a throwaway mesh), its processes on asyncio's own event
+  loop or on uvloop;
 - `stunnel-tls`: stunnel 5 in client and server mode with the same certificates (mutual TLS),
   when `stunnel` is installed.
 
@@ -58,7 +59,7 @@ async def main():
                           mesh_id=sys.argv[4], revoked=frozenset())
     await server.start("127.0.0.1", int(sys.argv[3]))
     await asyncio.Event().wait()
-asyncio.run(main())
+run(main())
 """
 TUNNEL_CLIENT = """
 import asyncio, sys
@@ -71,8 +72,12 @@ async def main():
     await client.start()
     print(client.port, flush=True)
     await asyncio.Event().wait()
-asyncio.run(main())
+run(main())
 """
+LOOPS = {  # the event loop the tunnel's processes run on
+    "asyncio": "from asyncio import run\n",
+    "uvloop": "from uvloop import run\n",
+}
 
 
 def free_port() -> int:
@@ -162,7 +167,7 @@ def stunnel_conf(creds: pki.Credentials, mode: str, accept: int, connect: int, p
         """)
 
 
-def run(round_trips: int, bulk_mb: int) -> dict[str, dict[str, float]]:
+def run(round_trips: int, bulk_mb: int, loops: list[str]) -> dict[str, dict[str, float]]:
     home = Path(tempfile.mkdtemp(prefix="mesh-bench-tunnel-"))
     ca = pki.create_ca(MESH)
     host, peer = credentials(home, "host", ca), credentials(home, "peer", ca)
@@ -174,18 +179,19 @@ def run(round_trips: int, bulk_mb: int) -> dict[str, dict[str, float]]:
         wait_port(echo_port)
         results["tcp"] = ping(echo_port, round_trips, bulk_mb)
 
-        server_port = free_port()
-        argv = [str(peer.directory), str(echo_port), str(server_port), MESH]
-        started.append(subprocess.Popen([python, "-c", TUNNEL_SERVER, *argv]))
-        wait_port(server_port)
-        client = subprocess.Popen(
-            [python, "-c", TUNNEL_CLIENT, str(host.directory), str(server_port)],
-            stdout=subprocess.PIPE,
-        )
-        started.append(client)
-        assert client.stdout is not None
-        local = int(client.stdout.readline())
-        results["asyncio-tls"] = ping(local, round_trips, bulk_mb)
+        for loop in loops:
+            server_port = free_port()
+            argv = [str(peer.directory), str(echo_port), str(server_port), MESH]
+            started.append(subprocess.Popen([python, "-c", LOOPS[loop] + TUNNEL_SERVER, *argv]))
+            wait_port(server_port)
+            client = subprocess.Popen(
+                [python, "-c", LOOPS[loop] + TUNNEL_CLIENT, str(host.directory), str(server_port)],
+                stdout=subprocess.PIPE,
+            )
+            started.append(client)
+            assert client.stdout is not None
+            local = int(client.stdout.readline())
+            results[f"mesh-tunnel ({loop})"] = ping(local, round_trips, bulk_mb)
 
         stunnel = shutil.which("stunnel") or shutil.which("stunnel4")
         if stunnel:
@@ -206,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--round-trips", type=int, default=5000)
     parser.add_argument("--bulk-mb", type=int, default=256)
+    parser.add_argument("--loops", default="asyncio,uvloop", help="event loops for the tunnel")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
-    results = run(args.round_trips, args.bulk_mb)
+    results = run(args.round_trips, args.bulk_mb, args.loops.split(","))
     if not args.markdown:
         print(json.dumps(results, indent=2))
         return 0
