@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 import gateway_overhead as overhead
 
+from meshllm.cli.etcd import free_port
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import pki
 from meshllm.core.process import ChildProcess
@@ -87,14 +88,6 @@ async def wait_healthy(http: aiohttp.ClientSession, process: ChildProcess, port:
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(0.1)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Bench:

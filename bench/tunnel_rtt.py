@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from meshllm.cli.etcd import free_port
 from meshllm.core import pki
 
 MESH = "m-bench-tunnel"
@@ -78,12 +79,6 @@ LOOPS = {  # the event loop the tunnel's processes run on
     "asyncio": "from asyncio import run\n",
     "uvloop": "from uvloop import run\n",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20) -> None:
