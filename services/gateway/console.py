@@ -1,8 +1,10 @@
 """The console on :3131: a status page and the management API behind it (/api/status).
-Read-only for now; it shows what the mesh is doing: workers, models, replicas, placement."""
+Read-only for now; it shows what the mesh is doing: workers, models, replicas, placement,
+pipeline splits and the round-trip times between nodes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,7 +32,11 @@ async function refresh(){const s=await (await fetch('api/status')).json();
  (((w.device||{}).memoryBudgetBytes||0)/2**30).toFixed(2),
  (w.instances||[]).map(i=>i.model+' '+i.state.replace('INSTANCE_STATE_','').toLowerCase()).join(', ')]))+
  '<h2>Placement</h2>'+table(['model','placed','why'],
- s.placement.map(p=>[p.model,p.placed?'yes':'no',(p.reasons||[]).join('; ')]));}
+ s.placement.map(p=>[p.model,p.placed?'yes':'no',(p.reasons||[]).join('; ')]))+
+ '<h2>Splits</h2>'+table(['model','members'],s.groups.map(g=>[g.model,
+ g.members.map(m=>m.role+' '+m.node+'/'+m.worker+' '+Math.round(m.share*100)+'%').join(', ')]))+
+ '<h2>Round trips</h2>'+table(['from','to','ms'],s.rtt.flatMap(r=>
+ Object.entries(r.rtt_ms).map(([to,ms])=>[r.node,to,ms.toFixed(1)])));}
 refresh();setInterval(refresh,2000);</script></body></html>"""
 
 
@@ -39,6 +45,8 @@ def create_console(
 ) -> tuple[FastAPI, list[PrefixCache]]:
     workers = PrefixCache(store, keys.workers(mesh), pb.WorkerRecord)
     placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
+    rtt = PrefixCache(store, keys.rtts(mesh), pb.RttReport)
+    assignments = PrefixCache(store, keys.assignments(mesh), pb.Assignment)
     app = FastAPI(title="Mesh LLM console", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
@@ -66,6 +74,44 @@ def create_console(
                 MessageToDict(p, always_print_fields_with_no_presence=True)
                 for _, p in sorted(placement.items.items())
             ],
+            "rtt": [
+                {"node": r.node, "worker": r.worker_id, "rtt_ms": dict(sorted(r.rtt_ms.items()))}
+                for _, r in sorted(rtt.items.items())
+            ],
+            "groups": split_groups(assignments.items.values()),
         }
 
-    return app, [workers, placement]
+    return app, [workers, placement, rtt, assignments]
+
+
+ROLE_NAMES = {pb.ASSIGNMENT_ROLE_HOST: "host", pb.ASSIGNMENT_ROLE_PEER: "peer"}
+
+
+def split_groups(assignments: Iterable[pb.Assignment]) -> list[dict[str, Any]]:
+    """Each split: its model, group id and members (host first, then its peers in order)."""
+    groups: dict[str, list[pb.Assignment]] = {}
+    for a in assignments:
+        if a.role in ROLE_NAMES:
+            groups.setdefault(a.group_id, []).append(a)
+    out = []
+    for group_id, members in sorted(groups.items()):
+        host = next((a for a in members if a.role == pb.ASSIGNMENT_ROLE_HOST), None)
+        order = [host.id, *(p.assignment_id for p in host.peers)] if host else []
+        members.sort(key=lambda a: order.index(a.id) if a.id in order else len(order))
+        out.append(
+            {
+                "model": members[0].model,
+                "group": group_id,
+                "members": [
+                    {
+                        "role": ROLE_NAMES[a.role],
+                        "node": a.node,
+                        "worker": a.worker_id,
+                        "share": round(a.share, 4),
+                        "assignment": a.id,
+                    }
+                    for a in members
+                ],
+            }
+        )
+    return out
