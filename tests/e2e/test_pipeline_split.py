@@ -29,7 +29,7 @@ import openai
 import pytest
 from delay_proxy import DelayProxy
 from harness import ServeProcess, lab_node, stop_nodes, wait_for
-from helpers import cannot_run_here
+from helpers import cannot_run_here, descendants
 from netns import Lab, netns_supported
 
 from meshllm.cli.make_model import ModelShape, cached_model
@@ -74,6 +74,20 @@ class Mesh:
             status = await store.get(keys.placement(mesh_id, model), pb.PlacementStatus)
         assert status is not None
         return status
+
+    async def rpc_server_pid(self, node: str, model: str) -> int:
+        """The pid of `node`'s rpc-server for `model` (a node may hold peers of several
+        splits): the one listening on the port its worker record gives the instance."""
+        mesh_id = decode_token(self.token).mesh_id
+        async with self.store() as store:
+            found, _ = await store.get_prefix(keys.workers(mesh_id, node), pb.WorkerRecord)
+        ports = [i.port for r in found.values() for i in r.instances if i.model == model]
+        assert len(ports) == 1, ports
+        server = self.nodes[node]
+        for pid, command in descendants(server.pid).items():
+            if "ggml-rpc-server" in command and f"--port {ports[0]} " in f"{command} ":
+                return pid
+        raise AssertionError(f"no rpc-server on port {ports[0]} under {node}")
 
     async def groups(self) -> dict[str, dict[str, list[str]]]:
         """model → role → nodes, from the assignments in the store."""
@@ -199,8 +213,9 @@ async def test_a_forced_split_runs_two_ways_with_the_same_output(
 async def test_a_frozen_peer_is_detected_and_replaced(mesh: Mesh, small_model: Path) -> None:
     wait_for(lambda: served_by(mesh, small_model.stem) == ["n2"])
     groups = await mesh.groups()
-    peer = mesh.nodes[groups[small_model.stem]["peer"][0]]
-    rpc_pid = peer.pid_of("rpc-server")
+    name = groups[small_model.stem]["peer"][0]
+    peer = mesh.nodes[name]
+    rpc_pid = await mesh.rpc_server_pid(name, small_model.stem)
     os.kill(rpc_pid, signal.SIGSTOP)
     frozen = time.monotonic()
     try:
