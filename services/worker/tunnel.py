@@ -8,11 +8,11 @@ the workers:
         ══ mutual TLS, node certificates ══▶ TunnelServer (peer's worker, tunnel_port)
         ──▶ rpc-server on the peer's loopback
 
-A connection opens with one line naming the peer's instance (or `ping`, answered `pong` — the
-RTT probe's round trip) (`<instance id>\\n`); the server
+A connection opens with one line naming the peer's instance (`<instance id>\\n`); the server
 answers `ok\\n` or `error <why>\\n`, then bytes flow both ways untouched, with TCP_NODELAY on
-every socket (RPC is a chain of small round trips). The server takes only a serving node of
-the mesh, only the host its assignment names, and one connection per rpc-server at a time.
+every socket (RPC is a chain of small round trips). A first line `ping` is answered `pong`:
+the RTT probe's round trip. The server takes only a serving node of the mesh, only the host
+its assignment names, and one connection per rpc-server at a time.
 Without credentials (a development node on loopback) the tunnel is plain TCP on loopback.
 
 The client watches each connection: the peer closing it, or a request the peer leaves
@@ -39,8 +39,8 @@ from meshllm.core.pki import Credentials, Identity
 logger = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
-BUSY_WAIT_S = 5.0
-PING = "ping"  # a host reconnecting waits this long for its previous connection to end
+BUSY_WAIT_S = 5.0  # a host reconnecting waits this long for its previous connection to end
+PING = "ping"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Route:
 
 @dataclass
 class Traffic:
-    """Bytes through one tunnel, each way."""
+    """What went through one TunnelClient, each way."""
 
     to_peer: int = 0
     from_peer: int = 0
@@ -89,10 +89,10 @@ class TunnelServer:
         self._busy: dict[str, asyncio.Lock] = {}
         self._holder: dict[str, str] = {}
         self._server: asyncio.Server | None = None
-        self.traffic: dict[str, Traffic] = {}
 
     async def start(self, host: str, port: int) -> int:
-        access.check_exposure("the RPC tunnel", host, self._credentials)
+        """Listen (the caller checks first that `host` may be listened on without
+        credentials: access.check_exposure)."""
         ssl = self._credentials.server_context() if self._credentials else None
         self._server = await asyncio.start_server(self._accept, host, port, ssl=ssl)
         return int(self._server.sockets[0].getsockname()[1])
@@ -155,18 +155,7 @@ class TunnelServer:
             return
         _nodelay(up_writer)
         writer.write(b"ok\n")
-        traffic = self.traffic.setdefault(instance_id, Traffic())
-
-        def count_in(n: int) -> None:
-            traffic.to_peer += n
-
-        def count_out(n: int) -> None:
-            traffic.from_peer += n
-
-        await _join(
-            _copy(reader, up_writer, count_in),
-            _copy(up_reader, writer, count_out),
-        )
+        await _join(_copy(reader, up_writer), _copy(up_reader, writer))
         await _close(up_writer)
         await _close(writer)
 
@@ -200,7 +189,7 @@ class TunnelServer:
 async def _copy(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    count: Callable[[int], None],
+    count: Callable[[int], None] | None = None,
     on_written: Callable[[], None] | None = None,
     on_read: Callable[[], None] | None = None,
 ) -> None:
@@ -213,7 +202,8 @@ async def _copy(
                 on_read()
             writer.write(data)
             await writer.drain()
-            count(len(data))
+            if count is not None:
+                count(len(data))
             if on_written is not None:
                 on_written()
     with contextlib.suppress(OSError, RuntimeError):
