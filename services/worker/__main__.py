@@ -14,16 +14,15 @@ from meshllm.core.lifecycle import Closer, EmbeddedUvicorn, LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
-from meshllm.core.store import PrefixCache
 from meshllm.core.streaming import upstream_session
 
 from . import rpc_cache
 from .agent import WorkerAgent
-from .binaries import find_binary, find_companion
+from .binaries import find_binary, find_companion, rpc_version
 from .gpus import cap_budget, select_device
 from .launchers import LLAMA_SERVER, RPC_SERVER
 from .relay import RelayApp
-from .rtt import RttProbe, RttReporter, rpc_version
+from .rtt import RttProbe, RttReporter
 from .servicer import WorkerServicer
 from .settings import WorkerSettings
 from .supervisor import Supervisor
@@ -129,10 +128,9 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         agent.tunnel_route, credentials, mesh_id=settings.mesh_id, revoked=ctx.revoked
     )
     check_exposure("the RPC tunnel", settings.bind_host, credentials)
-    workers = PrefixCache(ctx.store, keys.workers(settings.mesh_id), pb.WorkerRecord)
     rtt = RttReporter(
         RttProbe(settings.node, lambda address: ping_ms(address, credentials)),
-        workers,
+        agent.workers,
         ctx.lease,
         keys.rtt(settings.mesh_id, settings.node, agent.worker_id),
         pb.RttReport(node=settings.node, worker_id=agent.worker_id),
@@ -145,7 +143,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             relay_server,
             TunnelListener(tunnel, settings.bind_host, settings.tunnel_port),
             supervisor,
-            workers,
+            agent.workers,
             rtt,
             agent.assignments,
             agent,

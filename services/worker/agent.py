@@ -65,6 +65,9 @@ class WorkerAgent(LoopComponent):
         self.assignments = PrefixCache(
             store, keys.assignments(settings.mesh_id, settings.node, self.worker_id), pb.Assignment
         )
+        # every worker of the mesh: a split's host finds its peers here (and the RTT probe
+        # its targets)
+        self.workers = PrefixCache(store, keys.workers(settings.mesh_id), pb.WorkerRecord)
         self.supervisor: Supervisor | None = None
         self._pinned_models = settings.model_list
         self._grpc_address = grpc_address
@@ -254,23 +257,16 @@ class WorkerAgent(LoopComponent):
         ) as registry:
             located = await registry.locate(a.model, self.settings.node)
         host = a.peers[0]
-        mesh = self.settings.mesh_id
+        await self.workers.ready.wait()
         lead = await self._store.get(
-            keys.assignment(mesh, host.node, host.worker_id, a.group_id), pb.Assignment
+            keys.assignment(self.settings.mesh_id, host.node, host.worker_id, a.group_id),
+            pb.Assignment,
         )
-        record = await self._store.get(
-            keys.worker(mesh, host.node, host.worker_id), pb.WorkerRecord
-        )
+        record = self._worker_record(host.node, host.worker_id)
         order = [p.assignment_id for p in lead.peers] if lead is not None else []
-        if record is None or a.id not in order:
+        if lead is None or record is None or a.id not in order:
             return
-        layout = SplitLayout(
-            rpc_endpoints=(),
-            peer_shares=tuple(p.share for p in lead.peers),
-            host_share=lead.share,
-            block_count=located.facts.block_count,
-            host_is_cpu=record.device.kind == pb.DEVICE_KIND_CPU,
-        )
+        layout = split_layout(lead, (), located.facts.block_count, record.device.kind)
         layers = rpc_cache.device_layers(
             layout.block_count, layout.weights(), layout.gpu_layers(), order.index(a.id)
         )
@@ -356,25 +352,32 @@ class WorkerAgent(LoopComponent):
         except Exception:  # a task nobody awaits: say what broke rather than vanish
             logger.exception("the split host of %s (%s) failed to start", a.model, a.id)
 
+    def _worker_record(self, node: str, worker_id: str) -> pb.WorkerRecord | None:
+        return self.workers.items.get(keys.worker(self.settings.mesh_id, node, worker_id))
+
     async def _wait_for_peers(self, a: pb.Assignment) -> list[tuple[pb.PeerShare, str]]:
-        """Each peer with its worker's tunnel address, once its rpc-server is ready."""
-        deadline = time.monotonic() + self.settings.supervisor.load_timeout_s
-        pending = list(a.peers)
-        found: dict[str, str] = {}
-        while pending:
-            for peer in list(pending):
-                record = await self._store.get(
-                    keys.worker(self.settings.mesh_id, peer.node, peer.worker_id),
-                    pb.WorkerRecord,
-                )
-                if record is not None and _peer_ready(record, peer.assignment_id):
-                    found[peer.assignment_id] = record.tunnel_address
-                    pending.remove(peer)
-            if pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                await asyncio.sleep(0.2)
-        return [(p, found[p.assignment_id]) for p in a.peers]
+        """Each peer with its worker's tunnel address, once the worker records (watched)
+        show its rpc-server ready."""
+        changed = asyncio.Event()
+        self.workers.listeners.append(changed.set)
+        try:
+            async with asyncio.timeout(self.settings.supervisor.load_timeout_s):
+                while True:
+                    changed.clear()
+                    records = [self._worker_record(p.node, p.worker_id) for p in a.peers]
+                    ready = [
+                        r is not None and _peer_ready(r, p.assignment_id)
+                        for r, p in zip(records, a.peers, strict=True)
+                    ]
+                    if all(ready):
+                        return [
+                            (p, r.tunnel_address)
+                            for p, r in zip(a.peers, records, strict=True)
+                            if r is not None
+                        ]
+                    await changed.wait()
+        finally:
+            self.workers.listeners.remove(changed.set)
 
     def _peer_lost(self, assignment_id: str, why: str) -> None:
         """A peer went away under a host: stop serving at once (its llama-server would abort
@@ -426,19 +429,24 @@ class WorkerAgent(LoopComponent):
             memory_bytes=memory_bytes,
             gpu_layers=0 if self.record.device.kind == pb.DEVICE_KIND_CPU else 999,
             extra_args=tuple(sup.extra_args),
-            split=None if split_of is None else self._layout(split_of, located.facts.block_count),
+            split=None
+            if split_of is None
+            else split_layout(*split_of, located.facts.block_count, self.record.device.kind),
         )
         return self.supervisor.start(spec)
 
-    def _layout(self, split_of: tuple[pb.Assignment, tuple[str, ...]], blocks: int) -> SplitLayout:
-        a, endpoints = split_of
-        return SplitLayout(
-            rpc_endpoints=endpoints,
-            peer_shares=tuple(p.share for p in a.peers),
-            host_share=a.share,
-            block_count=blocks,
-            host_is_cpu=self.record.device.kind == pb.DEVICE_KIND_CPU,
-        )
+
+def split_layout(
+    host: pb.Assignment, endpoints: tuple[str, ...], block_count: int, host_device: int
+) -> SplitLayout:
+    """How a host spreads a model over its peers (reached at `endpoints`) and itself."""
+    return SplitLayout(
+        rpc_endpoints=endpoints,
+        peer_shares=tuple(p.share for p in host.peers),
+        host_share=host.share,
+        block_count=block_count,
+        host_is_cpu=host_device == pb.DEVICE_KIND_CPU,
+    )
 
 
 def peer_instance_id(worker_id: str, assignment_id: str) -> str:
