@@ -47,8 +47,8 @@ from meshllm.core import pki
 from meshllm.core.process import ChildProcess
 from meshllm.registry.gguf_facts import read_facts
 from meshllm.worker.binaries import find_binary, find_companion
-from meshllm.worker.launchers import RpcServerLauncher
-from meshllm.worker.llama_server import InstanceSpec, SplitLayout, build_argv
+from meshllm.worker.launchers import RpcServerLauncher, port_accepts
+from meshllm.worker.llama_server import InstanceSpec, SplitLayout, build_argv, health
 from meshllm.worker.tunnel import Route, TunnelClient, TunnelServer
 
 SHAPES = {
@@ -78,15 +78,9 @@ class Stack:
 
 
 async def wait_healthy(http: aiohttp.ClientSession, process: ChildProcess, port: int) -> None:
-    while True:
+    while await health(http, port, 5.0) != 200:
         if not process.running:
             raise RuntimeError(f"{process.name} exited: {process.last_output(8)}")
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/health") as reply:
-                if reply.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
         await asyncio.sleep(0.1)
 
 
@@ -147,14 +141,11 @@ class Bench:
         process = await self.start(name, RpcServerLauncher().argv(self.rpc_bin, spec, port))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
+            if await port_accepts(port, 1.0):
                 return port
-            except OSError:
-                if not process.running:
-                    raise RuntimeError(f"{name} exited: {process.last_output(8)}") from None
-                await asyncio.sleep(0.05)
+            if not process.running:
+                raise RuntimeError(f"{name} exited: {process.last_output(8)}")
+            await asyncio.sleep(0.05)
         raise RuntimeError(f"{name} never listened")
 
     async def host(self, name: str, spec: InstanceSpec) -> Stack:
