@@ -31,6 +31,12 @@ class DelayProxy:
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._accept, *self.listen)
 
+    def __enter__(self) -> DelayProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         async def stop() -> None:
             if self._server is not None:

@@ -12,13 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import openai
-from helpers import descendants
-from netns import Host
+import pytest
+from helpers import cannot_run_here, descendants
+from netns import Host, Lab, netns_supported
 
 from meshllm.cli.etcd import free_port
 
@@ -239,3 +242,23 @@ def wait_for(check, timeout: float = 120.0, every: float = 0.2):  # type: ignore
             return result
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(every)
+
+
+@contextmanager
+def lab_mesh(
+    tmp_path_factory: pytest.TempPathFactory, name: str, hosts: int, needs: str
+) -> Iterator[tuple[Lab, dict[str, ServeProcess], Path]]:
+    """Simulated hosts for `needs` (a suite's purpose, for the message when namespaces are
+    missing), a state directory, and the nodes the caller starts there: every node is stopped
+    and every namespace removed afterwards, whatever happened."""
+    reason = netns_supported()
+    if reason is not None:
+        cannot_run_here(f"{needs} needs network namespaces: {reason}")
+    state = tmp_path_factory.mktemp(name)
+    lab = Lab.create(hosts)
+    nodes: dict[str, ServeProcess] = {}
+    try:
+        yield lab, nodes, state
+    finally:
+        stop_nodes(nodes)
+        lab.destroy()

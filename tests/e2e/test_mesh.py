@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from harness import LAB_API_PORT, ServeProcess, lab_node, mesh_llm, stop_nodes, wait_for
-from helpers import cannot_run_here
-from netns import Host, Lab, netns_supported
+from harness import LAB_API_PORT, ServeProcess, lab_mesh, lab_node, mesh_llm, wait_for
+from netns import Host, Lab
 
 from meshllm.core import keys, pki
 from meshllm.core.invite import decode_token
@@ -53,13 +52,7 @@ class Mesh:
 def mesh(
     chat_model: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
-    reason = netns_supported()
-    if reason is not None:
-        cannot_run_here(f"multi-host tests need network namespaces: {reason}")
-    state = tmp_path_factory.mktemp("mesh")
-    lab = Lab.create(5)
-    nodes: dict[str, ServeProcess] = {}
-    try:
+    with lab_mesh(tmp_path_factory, "mesh", 5, "the multi-host suite") as (lab, nodes, state):
         h1, h2, h3, h4, _ = lab.hosts
         first = lab_node(
             h1, "n1", state, "serve", "--gguf", str(chat_model), "--mesh-name", MESH_NAME
@@ -79,9 +72,6 @@ def mesh(
         for node in nodes.values():
             node.wait_event("ready")
         yield Mesh(lab, nodes, token, state)
-    finally:
-        stop_nodes(nodes)
-        lab.destroy()
 
 
 def test_every_gateway_sees_every_model_with_where_it_runs(

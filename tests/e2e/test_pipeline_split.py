@@ -28,9 +28,9 @@ import httpx
 import openai
 import pytest
 from delay_proxy import DelayProxy
-from harness import ServeProcess, lab_node, stop_nodes, wait_for
-from helpers import cannot_run_here, descendants
-from netns import Lab, netns_supported
+from harness import ServeProcess, lab_mesh, lab_node, wait_for
+from helpers import descendants
+from netns import Lab
 
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys, pki
@@ -115,20 +115,15 @@ def small_model() -> Path:
 def mesh(
     big_model: Path, small_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
-    reason = netns_supported()
-    if reason is not None:
-        cannot_run_here(f"split tests need network namespaces: {reason}")
-    state = tmp_path_factory.mktemp("split")
     # each node offers 45 % of the big model's need: two cannot hold it, three can
     vram = f"{need_bytes(big_model) * 0.45 / 1e9:.3f}"
     common = ["--max-vram", vram, "--context", str(CONTEXT), "--threads", "1"]
-    lab = Lab.create(4)
-    nodes: dict[str, ServeProcess] = {}
-    # n4 is far: the others reach its tunnel only through a proxy that delays every byte
-    far = DelayProxy((f"{lab.subnet}.254", FAR_PROXY_PORT), (lab.hosts[3].address, FAR_PORT))
-    far.set_rtt_ms(100)
-    far.start()
-    try:
+    with (
+        lab_mesh(tmp_path_factory, "split", 4, "the split suite") as (lab, nodes, state),
+        # n4 is far: the others reach its tunnel only through a proxy that delays every byte
+        DelayProxy((f"{lab.subnet}.254", FAR_PROXY_PORT), (lab.hosts[3].address, FAR_PORT)) as far,
+    ):
+        far.set_rtt_ms(100)
         h1, h2, h3, h4 = lab.hosts
         first = lab_node(h1, "n1", state, "serve", "--gguf", str(big_model), *common)
         nodes["n1"] = first.start()
@@ -155,10 +150,6 @@ def mesh(
         for node in nodes.values():
             node.wait_event("ready")
         yield Mesh(lab, nodes, token, state, far)
-    finally:
-        far.close()
-        stop_nodes(nodes)
-        lab.destroy()
 
 
 def answer(node: ServeProcess, model: str, tokens: int = 24) -> str:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import ServeProcess, lab_node, stop_nodes
-from helpers import cannot_run_here
-from netns import Lab, netns_supported
+from harness import ServeProcess, lab_mesh, lab_node
+from netns import Lab
 
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys, pki
@@ -82,16 +81,10 @@ def wide_model() -> Path:
 
 @pytest.fixture(scope="module")
 def mesh(wide_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab3]:
-    reason = netns_supported()
-    if reason is not None:
-        cannot_run_here(f"split tests need network namespaces: {reason}")
-    state = tmp_path_factory.mktemp("loading")
-    copy = state / "n2-models"  # n2 holds a copy of the file under the model's name
-    copy.mkdir()
-    os.link(wide_model, copy / wide_model.name)
-    lab = Lab.create(3)
-    nodes: dict[str, ServeProcess] = {}
-    try:
+    with lab_mesh(tmp_path_factory, "loading", 3, "the split suite") as (lab, nodes, state):
+        copy = state / "n2-models"  # n2 holds a copy of the file under the model's name
+        copy.mkdir()
+        os.link(wide_model, copy / wide_model.name)
         h1, h2, _ = lab.hosts
         first = lab_node(h1, "n1", state, "serve", "--gguf", str(wide_model), "--split", *COMMON)
         nodes["n1"] = first.start()
@@ -103,9 +96,6 @@ def mesh(wide_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         nodes["n2"] = second.start()
         second.wait_event("ready")
         yield Lab3(lab, nodes, token, state)
-    finally:
-        stop_nodes(nodes)
-        lab.destroy()
 
 
 def peer_bytes(model: Path, layers: set[int]) -> int:

@@ -11,10 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ServeProcess, lab_node
-from helpers import cannot_run_here
+from harness import ServeProcess, lab_mesh, lab_node
 from load import Load, judge, settled_after, wait_until
-from netns import Lab, netns_supported
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.faults, pytest.mark.timeout(600)]
 IDLE_S = 5  # the client's gateway cuts an answer that says nothing for this long
@@ -24,13 +22,7 @@ IDLE_S = 5  # the client's gateway cuts an answer that says nothing for this lon
 def lab(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ServeProcess]]:
-    reason = netns_supported()
-    if reason is not None:
-        cannot_run_here(f"the link-cut fault needs network namespaces: {reason}")
-    state = tmp_path_factory.mktemp("cut")
-    lab = Lab.create(3)
-    nodes: dict[str, ServeProcess] = {}
-    try:
+    with lab_mesh(tmp_path_factory, "cut", 3, "the link-cut fault") as (lab, nodes, state):
         h1, h2, h3 = lab.hosts
         nodes["n1"] = lab_node(
             h1, "n1", state, "serve", "--gguf", str(tiny_model), "--threads", "1"
@@ -41,17 +33,15 @@ def lab(
             h2, "n2", state, "serve", "--join", ready["token"], "--gguf", str(tiny_model),
             "--threads", "1",
         )  # fmt: skip
-        nodes["c3"] = lab_node(h3, "c3", state, "client", "--join", ready["client_token"])
-        nodes["c3"].argv = ["env", f"MESH_PROXY__STREAM_IDLE_TIMEOUT_S={IDLE_S}", *nodes["c3"].argv]
+        nodes["c3"] = lab_node(
+            h3, "c3", state, "client", "--join", ready["client_token"],
+            env={"MESH_PROXY__STREAM_IDLE_TIMEOUT_S": str(IDLE_S)},
+        )  # fmt: skip
         for name in ("n2", "c3"):
             nodes[name].start()
         for node in nodes.values():
             node.wait_event("ready")
         yield nodes
-    finally:
-        for node in nodes.values():
-            node.stop(30)
-        lab.destroy()
 
 
 def link(node: ServeProcess, state: str) -> None:
