@@ -325,7 +325,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from .serve import ServeError, ServeOptions, serve
 
-    for flag, value in (("--port", args.port), ("--console-port", args.console_port)):
+    ports = [("--port", args.port), ("--console-port", args.console_port)]
+    if args.command == "serve":
+        ports.append(("--tunnel-port", args.tunnel_port))
+        if args.max_vram < 0:
+            return fail(f"--max-vram {args.max_vram:g} is below 0: give the GB this node offers")
+    for flag, value in ports:
         if not 0 <= value <= 65535 or (flag == "--port" and value == 0):
             return fail(f"{flag} {value} is not a valid port")
     try:

@@ -127,6 +127,14 @@ def test_etcd_missing_gives_an_install_hint(tmp_path: Path) -> None:
     assert_one_line_error(done, "etcd is not installed", "apt-get install etcd-server", "--etcd")
 
 
+def test_split_flags_out_of_range_end_before_anything_starts() -> None:
+    port = str(free_port())
+    assert_one_line_error(run("serve", "--port", port, "--max-vram", "-1"), "--max-vram -1")
+    assert_one_line_error(
+        run("serve", "--port", port, "--tunnel-port", "99999"), "--tunnel-port 99999"
+    )
+
+
 def test_inspect(tiny_model: Path, tmp_path: Path) -> None:
     facts = json.loads(run("inspect", str(tiny_model), "--json").stdout)
     assert facts["architecture"] == "llama" and facts["block_count"] == 4
