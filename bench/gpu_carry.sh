@@ -2,7 +2,7 @@
 # Prepare what a machine without internet needs to run bench/gpu_split.sh, in .gpu/ (ignored
 # by git and by image builds): the pinned llama.cpp source trimmed to ~10 MB (no models but
 # the llama-spm vocabulary, no docs, tests, examples or git history), the project's Python
-# dependencies as wheels for CPython 3.12, and stunnel's Debian packages.
+# dependencies as wheels for CPython 3.12, and the Debian packages of stunnel and etcd.
 # Then, on that machine, from the repository root:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
 #   mkdir -p /tmp/pkg /tmp/st && ln -sfn $PWD/services /tmp/pkg/meshllm
@@ -30,17 +30,14 @@ rm -rf "$LL/docs" "$LL/benches" "$LL/tests" "$LL/examples"/* \
   "$LL/ggml/src/ggml-hexagon" "$LL/ggml/src/ggml-sycl" "$LL/ggml/src/ggml-opencl"
 tar -czf "$OUT/llama_cpp_python-$VERSION.tar.gz" -C "$WORK" "llama_cpp_python-$VERSION"
 
-# the worker's, the tunnel's and the benchmarks' imports, at the versions this venv has
-PACKAGES=(aiohappyeyeballs aiohttp aiosignal annotated-types attrs cffi cryptography frozenlist
-  gguf grpcio grpcio-health-checking idna multidict nvidia-ml-py propcache protobuf pycparser
-  pydantic pydantic_core pydantic-settings python-dotenv typing_extensions typing-inspection yarl)
-for name in "${PACKAGES[@]}"; do
-  version=$("$PY" -m pip show "$name" 2>/dev/null | awk '/^Version:/ {print $2}')
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform manylinux_2_34_x86_64 --platform any \
-    -d "$OUT/whl" "$name==$version"
-done
+# the project's dependencies (resolved for CPython 3.12), uvloop for the tunnel's processes, and
+# what the test harness imports (bench/gateway_overhead.py starts `mesh-llm serve` through it)
+mapfile -t DEPS < <("$PY" -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')")
+python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform manylinux_2_34_x86_64 --platform any \
+  -d "$OUT/whl" "${DEPS[@]}" uvloop pytest httpx openai
+rm -f "$OUT"/whl/numpy-*.whl  # the GPU machine's Python has numpy; the carry must stay < 64 MiB
 
-(cd "$OUT/deb" && apt-get download stunnel4 libwrap0 libnsl2 libtirpc3 >/dev/null)
+(cd "$OUT/deb" && apt-get download stunnel4 libwrap0 libnsl2 libtirpc3 etcd-server >/dev/null)
 du -sh "$OUT"

@@ -6,7 +6,8 @@ Three stacks run side by side on this machine:
 - `split`: a host llama-server (`build_argv` with a `SplitLayout`: `--rpc`, `--tensor-split`
   with the host last, `--flash-attn off`) driving an rpc-server (`RpcServerLauncher`, its
   tensor cache on) through the workers' RPC tunnel (`TunnelClient` → `TunnelServer`, mutual
-  TLS with node certificates of a throwaway mesh);
+  TLS with node certificates of a throwaway mesh, each end in its own process as on real
+  nodes: bench/tunnel_ends.py);
 - `split-tcp`: the same split with `--rpc` straight at its own rpc-server's port: the
   difference to `split` is what the tunnel costs.
 
@@ -40,6 +41,7 @@ from typing import Any
 
 import aiohttp
 import gateway_overhead as overhead
+from tunnel_ends import TunnelEnds
 
 from meshllm.cli.etcd import free_port
 from meshllm.cli.make_model import ModelShape, cached_model
@@ -49,7 +51,6 @@ from meshllm.registry.gguf_facts import read_facts
 from meshllm.worker.binaries import find_binary, find_companion
 from meshllm.worker.launchers import RpcServerLauncher, port_accepts
 from meshllm.worker.llama_server import InstanceSpec, SplitLayout, build_argv, health
-from meshllm.worker.tunnel import Route, TunnelClient, TunnelServer
 
 SHAPES = {
     # a few hundred MB of f32 weights: tensors over the 10 MiB hash threshold, quick on 2 cores
@@ -74,7 +75,7 @@ class Stack:
     host: ChildProcess
     port: int
     load_s: float
-    tunnel: TunnelClient | None = None
+    tunnel: TunnelEnds | None = None
 
 
 async def wait_healthy(http: aiohttp.ClientSession, process: ChildProcess, port: int) -> None:
@@ -98,6 +99,7 @@ class Bench:
         if args.gpu:
             self.env["CUDA_VISIBLE_DEVICES"] = "0"
         self.processes: list[ChildProcess] = []
+        self.tunnels: list[TunnelEnds] = []
         self.http = aiohttp.ClientSession()
         ca = pki.create_ca(MESH)
         self.host_creds = self._credentials(ca, "host")
@@ -162,6 +164,8 @@ class Bench:
     async def close(self) -> None:
         for process in reversed(self.processes):
             await process.stop(5)
+        for tunnel in self.tunnels:
+            tunnel.close()
         await self.http.close()
 
 
@@ -183,34 +187,22 @@ async def start_stacks(bench: Bench, result: dict[str, Any]) -> dict[str, Stack]
     log(f"solo: loaded in {solo.load_s:.2f}s")
     # the split through the tunnel, loaded twice: cache empty, then filled by the first load
     rpc_port = await bench.rpc_server("rpc-tunnel")
-    server = TunnelServer(
-        {"rpc-tunnel": Route(rpc_port, "host")}.get,
-        bench.peer_creds,
-        mesh_id=MESH,
-        revoked=frozenset(),
-    )
-    tunnel_port = await server.start("127.0.0.1", 0)
-    client = TunnelClient(
-        f"127.0.0.1:{tunnel_port}",
-        "rpc-tunnel",
-        bench.host_creds,
-        stall_s=120,
-        on_lost=lambda why: log(f"tunnel: {why}"),
-    )
-    await client.start()
+    tunnel = TunnelEnds(bench.host_creds, bench.peer_creds, MESH, bench.args.tunnel_loop)
+    bench.tunnels.append(tunnel)
+    await asyncio.to_thread(tunnel.start, rpc_port, free_port())
     loads = []
     for attempt in ("cold", "cached"):
-        sent_before = client.traffic.to_peer
+        sent_before = tunnel.traffic()["to_peer"]
         split = await bench.host(
-            f"split-{attempt}", bench.spec("split", bench.layout(client.endpoint))
+            f"split-{attempt}", bench.spec("split", bench.layout(tunnel.endpoint))
         )
-        loads.append({"load": attempt, "load_s": round(split.load_s, 2),
-                      "bytes_to_peer": client.traffic.to_peer - sent_before})  # fmt: skip
+        sent = tunnel.traffic()["to_peer"] - sent_before
+        loads.append({"load": attempt, "load_s": round(split.load_s, 2), "bytes_to_peer": sent})
         log(f"split ({attempt} cache): loaded in {split.load_s:.2f}s, "
-            f"{(client.traffic.to_peer - sent_before) / 1e6:.1f} MB to the peer")  # fmt: skip
+            f"{sent / 1e6:.1f} MB to the peer")  # fmt: skip
         if attempt == "cold":
             await split.host.stop(10)
-    split.tunnel = client
+    split.tunnel = tunnel
     tcp_port = await bench.rpc_server("rpc-tcp")
     direct = await bench.host(
         "split-tcp", bench.spec("split-tcp", bench.layout(f"127.0.0.1:{tcp_port}"))
@@ -235,7 +227,7 @@ async def measure(bench: Bench, stacks: dict[str, Stack], args: argparse.Namespa
                 order = SIDES[index % 3 :] + SIDES[: index % 3]
                 for side in order:
                     stack = stacks[side]
-                    before = stack.tunnel.traffic.round_trips if stack.tunnel else 0
+                    before = stack.tunnel.traffic()["round_trips"] if stack.tunnel else 0
                     rnd = await overhead.run_round(
                         http,
                         f"http://127.0.0.1:{stack.port}",
@@ -247,7 +239,7 @@ async def measure(bench: Bench, stacks: dict[str, Stack], args: argparse.Namespa
                     if index:
                         rounds[side].append(rnd)
                         if stack.tunnel is not None:
-                            trips += stack.tunnel.traffic.round_trips - before
+                            trips += stack.tunnel.traffic()["round_trips"] - before
                             tokens += rnd.tokens
             stats = {side: overhead.side_stats(rounds[side], args.max_tokens) for side in SIDES}
             solo = stats["solo"]
@@ -328,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="solo's --cache-ram (a split host always runs with 0); 0 compares like with like",
     )
+    parser.add_argument(
+        "--tunnel-loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="the event loop of the tunnel's processes",
+    )  # fmt: skip
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tunnel_ends import TunnelEnds, wait_port
+
 from meshllm.cli.etcd import free_port
 from meshllm.core import pki
 
@@ -49,47 +51,6 @@ while True:
     conn, _ = server.accept()
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
 """
-TUNNEL_SERVER = """
-import asyncio, sys
-from pathlib import Path
-from meshllm.core.pki import Credentials
-from meshllm.worker.tunnel import Route, TunnelServer
-async def main():
-    routes = {"echo": Route(int(sys.argv[2]), "host")}
-    server = TunnelServer(routes.get, Credentials(Path(sys.argv[1])),
-                          mesh_id=sys.argv[4], revoked=frozenset())
-    await server.start("127.0.0.1", int(sys.argv[3]))
-    await asyncio.Event().wait()
-run(main())
-"""
-TUNNEL_CLIENT = """
-import asyncio, sys
-from pathlib import Path
-from meshllm.core.pki import Credentials
-from meshllm.worker.tunnel import TunnelClient
-async def main():
-    client = TunnelClient(f"127.0.0.1:{sys.argv[2]}", "echo", Credentials(Path(sys.argv[1])),
-                          stall_s=600, on_lost=print)
-    await client.start()
-    print(client.port, flush=True)
-    await asyncio.Event().wait()
-run(main())
-"""
-LOOPS = {  # the event loop the tunnel's processes run on
-    "asyncio": "from asyncio import run\n",
-    "uvloop": "from uvloop import run\n",
-}
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @contextmanager
@@ -189,26 +150,19 @@ def run(round_trips: int, bulk_mb: int, loops: list[str]) -> dict[str, dict[str,
     ca = pki.create_ca(MESH)
     host, peer = credentials(home, "host", ca), credentials(home, "peer", ca)
     echo_port = free_port()
-    python = sys.executable
     results: dict[str, dict[str, float]] = {}
     with processes() as started:
-        started.append(subprocess.Popen([python, "-c", ECHO, str(echo_port)]))
+        started.append(subprocess.Popen([sys.executable, "-c", ECHO, str(echo_port)]))
         wait_port(echo_port)
         results["tcp"] = ping(echo_port, round_trips, bulk_mb)
 
         for loop in loops:
-            server_port = free_port()
-            argv = [str(peer.directory), str(echo_port), str(server_port), MESH]
-            started.append(subprocess.Popen([python, "-c", LOOPS[loop] + TUNNEL_SERVER, *argv]))
-            wait_port(server_port)
-            client = subprocess.Popen(
-                [python, "-c", LOOPS[loop] + TUNNEL_CLIENT, str(host.directory), str(server_port)],
-                stdout=subprocess.PIPE,
-            )
-            started.append(client)
-            assert client.stdout is not None
-            local = int(client.stdout.readline())
-            results[f"mesh-tunnel ({loop})"] = ping(local, round_trips, bulk_mb)
+            ends = TunnelEnds(host, peer, MESH, loop)
+            try:
+                local = ends.start(echo_port, free_port())
+                results[f"mesh-tunnel ({loop})"] = ping(local, round_trips, bulk_mb)
+            finally:
+                ends.close()
 
         stunnel = shutil.which("stunnel") or shutil.which("stunnel4")
         if stunnel:
