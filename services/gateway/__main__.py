@@ -26,7 +26,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         settings.proxy,
         settings.node,
         table,
-        Router(settings.proxy.suspect_for_s),
+        Router(settings.routing),
         lambda: local,
         lambda: relays,
     )

@@ -14,7 +14,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,7 +50,7 @@ from meshllm.core.streaming import (
 
 from . import metrics
 from .endpoints import EndpointTable
-from .routing import Router
+from .routing import Router, RouteRequest, session_key
 from .settings import ProxySettings
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class InferenceRequest:
     model: str
     stream: bool
     body: bytes  # what goes upstream: the client's body, or it completed with defaults
+    session: str = ""  # what session affinity routes by (routing/session.py)
 
 
 def _no_constant(name: str) -> float:
@@ -96,7 +97,9 @@ def parse_json(body: bytes) -> object:
         raise InvalidRequest(f"request body is not valid JSON: {excerpt(str(exc), 200)}") from exc
 
 
-def parse_request(body: bytes, route: str) -> InferenceRequest:
+def parse_request(
+    body: bytes, route: str, headers: Mapping[str, str] | None = None
+) -> InferenceRequest:
     """Only what routing needs; llama-server validates the rest."""
     payload = parse_json(body)
     if not isinstance(payload, dict):
@@ -115,7 +118,7 @@ def parse_request(body: bytes, route: str) -> InferenceRequest:
         raise InvalidRequest("'stream' must be true or false", param="stream")
     if route == "/v1/completions" and payload.get("prompt") is None:
         body = json.dumps({**payload, "prompt": ""}).encode()
-    return InferenceRequest(model, bool(stream), body)
+    return InferenceRequest(model, bool(stream), body, session_key(route, payload, headers or {}))
 
 
 def request_id_of(headers: dict[str, str]) -> str:
@@ -230,7 +233,7 @@ class Proxy:
                 limit=self._settings.max_body_bytes,
                 timeout_s=self._settings.body_timeout_s,
             )
-            request = parse_request(body, route)
+            request = parse_request(body, route, headers)
             model = self._table.resolve(request.model)
             label = model if self._table.is_known(model) else "unknown"
             client = ClientWatch(receive)
@@ -273,7 +276,8 @@ class Proxy:
         if not candidates:
             raise self._no_replica(model)
         last_error: MeshError | None = None
-        for endpoint in self._router.rank(candidates)[: self._settings.max_attempts]:
+        ranked = self._router.rank(RouteRequest(model, request.session), candidates)
+        for endpoint in ranked[: self._settings.max_attempts]:
             opened = await self._open(
                 endpoint, request.body, headers, client, route, reply_headers[0][1]
             )

@@ -6,6 +6,7 @@ from meshllm.core.config import BaseServiceSettings, Section
 from meshllm.core.errors import InvalidRequest
 
 from .guard import ApiPolicy, exposure_problem, read_keys
+from .routing import RoutingSettings
 
 
 class ProxySettings(Section):
@@ -20,7 +21,6 @@ class ProxySettings(Section):
     )
     max_body_bytes: int = Field(64 * 2**20, gt=0, description="larger request bodies get 413")
     retry_after_s: int = Field(5, ge=1, description="Retry-After on 503")
-    suspect_for_s: float = Field(10.0, ge=0, description="rank a failed replica last this long")
     force_relay: bool = Field(False, description="go through the worker relay even on this node")
 
 
@@ -29,6 +29,7 @@ class GatewaySettings(BaseServiceSettings):
     console_port: int = Field(3131, description="console and management API; 0 = off")
     grpc_port: int = 0
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     api_keys: SecretStr = Field(
         SecretStr(""), description="comma-separated API keys; any one of them lets a client in"
     )

@@ -22,7 +22,8 @@ from meshllm.gateway import metrics
 from meshllm.gateway.app import GatewayApp, create_api
 from meshllm.gateway.endpoints import EndpointTable
 from meshllm.gateway.proxy import Proxy
-from meshllm.gateway.routing import Router
+from meshllm.gateway.routing import Router, RouteRequest, RoutingSettings
+from meshllm.gateway.routing.scorers import rendezvous_weight
 from meshllm.gateway.settings import ProxySettings
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ async def gateway(store: EtcdStore, mesh_id: str, llama: LlamaServer) -> AsyncIt
     table = EndpointTable(store, mesh_id)
     tasks = [asyncio.create_task(c.run()) for c in table.caches]
     session = upstream_session()
-    router = Router(suspect_for_s=30)
+    router = Router(RoutingSettings(cooldown_s=30))
     proxy = Proxy(
         ProxySettings(retry_after_s=7), NODE, table, router, lambda: session, lambda: session
     )
@@ -158,16 +159,23 @@ async def test_unknown_route_and_method_are_openai_errors(gateway: Gateway) -> N
 async def test_failover_before_the_first_byte(gateway: Gateway) -> None:
     dead_port = free_port()  # nothing listens there
     await gateway.add_endpoint("dead", f"http://127.0.0.1:{dead_port}")
-    real = next(e for e in gateway.table.snapshot("tiny") if e.instance_id == "real")
-    gateway.router.started(real)  # busier, so the dead replica is ranked first
+    replicas = gateway.table.snapshot("tiny")
+    real = next(e for e in replicas if e.instance_id == "real")
+    gateway.router.started(real)  # busier, and the session's own: the dead one is ranked first
+    session = next(
+        f"s{i}" for i in range(1000)
+        if max(replicas, key=lambda e: rendezvous_weight(f"id:s{i}", e.instance_id)) is not real
+    )  # fmt: skip
     retries = metrics.RETRIES.labels("tiny")._value.get()
     try:
-        reply = await gateway.client.post("/v1/chat/completions", json=chat())
+        reply = await gateway.client.post(
+            "/v1/chat/completions", json=chat(), headers={"x-session-id": session}
+        )
     finally:
         gateway.router.finished(real)
     assert reply.status_code == 200
     assert metrics.RETRIES.labels("tiny")._value.get() == retries + 1
-    ranked = gateway.router.rank(gateway.table.snapshot("tiny"))
+    ranked = gateway.router.rank(RouteRequest("tiny"), gateway.table.snapshot("tiny"))
     assert ranked[-1].instance_id == "dead"  # suspect now: tried last
 
 

@@ -27,7 +27,7 @@ from meshllm.gateway.app import GatewayApp, create_api
 from meshllm.gateway.endpoints import EndpointTable
 from meshllm.gateway.guard import ApiGuard, ApiPolicy
 from meshllm.gateway.proxy import Proxy
-from meshllm.gateway.routing import Router
+from meshllm.gateway.routing import Router, RouteRequest, RoutingSettings
 from meshllm.gateway.settings import ProxySettings
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ async def start_served(
     table = EndpointTable(store, mesh_id)
     tasks = [asyncio.create_task(c.run()) for c in table.caches]
     session = upstream_session()
-    router = Router(suspect_for_s=30)
+    router = Router(RoutingSettings(cooldown_s=30))
     app = GatewayApp(
         Proxy(SETTINGS, NODE, table, router, lambda: session, lambda: session), create_api(table)
     )
@@ -181,8 +181,11 @@ async def test_client_errors_are_4xx_in_openai_shape_and_blame_no_replica(
     error = assert_openai_error(reply, 400)
     assert error["type"] == "invalid_request_error"
     assert metrics.RETRIES.labels("tiny")._value.get() == retries  # no replica was blamed
-    assert [e.instance_id for e in served.router.rank(served.table.snapshot("tiny"))] == ["real"]
-    assert served.router._suspect_until == {}
+    assert [
+        e.instance_id
+        for e in served.router.rank(RouteRequest("tiny"), served.table.snapshot("tiny"))
+    ] == ["real"]
+    assert served.router.stats.failures == {}
     await still_serving(served)
 
 
@@ -261,7 +264,7 @@ async def test_relay_errors_are_retried_elsewhere(served: Served) -> None:
             served.router.finished(real)
             await served.remove_endpoint("bad-relay")
     assert reply.status_code == 200
-    assert "bad-relay" in served.router._suspect_until
+    assert "bad-relay" in served.router.stats.failures
 
 
 # --- routes, names and spec-valid requests --------------------------------------------------

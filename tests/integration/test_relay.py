@@ -16,7 +16,7 @@ from helpers import LlamaServer, eventually, issue_credentials
 from meshllm.cli.etcd import free_port
 from meshllm.core import pki
 from meshllm.core.lifecycle import EmbeddedUvicorn
-from meshllm.core.streaming import RELAY_ERROR_HEADER, upstream_session
+from meshllm.core.streaming import RELAY_ERROR_HEADER, relay_session, upstream_session
 from meshllm.worker.relay import RelayApp
 
 pytestmark = pytest.mark.integration
@@ -31,6 +31,7 @@ class Relay:
     ca: tuple
     revoked: set[int]
     home: Path
+    client_ports: list[int]  # the client's port of every request: one port, one connection
 
     def client(self, node: str, role: str = pki.NODE, ca: tuple | None = None) -> httpx.AsyncClient:
         credentials = issue_credentials(self.home / node, ca or self.ca, node, role)
@@ -47,13 +48,20 @@ async def relay(llama: LlamaServer, tmp_path: Path) -> AsyncIterator[Relay]:
     app = RelayApp(
         {"inst-1": llama.port}.get, lambda: session, mesh_id=MESH, revoked=revoked, tls=True
     )
+    client_ports: list[int] = []
+
+    async def recording(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "http":
+            client_ports.append(scope["client"][1])
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
     port = free_port()
     server = EmbeddedUvicorn(
-        app, "127.0.0.1", port, tls=issue_credentials(tmp_path / "worker", ca, "worker")
+        recording, "127.0.0.1", port, tls=issue_credentials(tmp_path / "worker", ca, "worker")
     )
     task = asyncio.create_task(server.run())
     await eventually(lambda: server.started)
-    yield Relay(f"https://127.0.0.1:{port}", ca, revoked, tmp_path)
+    yield Relay(f"https://127.0.0.1:{port}", ca, revoked, tmp_path, client_ports)
     await server.stop()
     await task
     await session.close()
@@ -96,3 +104,19 @@ async def test_a_revoked_node_is_refused_as_a_relay_error(relay: Relay) -> None:
         refused = await client.post(URL, json=BODY)
         assert refused.status_code == 403 and RELAY_ERROR_HEADER in refused.headers
         assert "revoked" in refused.json()["error"]["message"]
+
+
+async def test_a_gateway_reuses_its_connection_to_a_relay(relay: Relay) -> None:
+    """The gateway's relay session keeps connections alive across requests, streamed or
+    not: one TLS handshake, not one per request (llama-server behind the relay closes its
+    connection after every answer; that must not leak through)."""
+    credentials = issue_credentials(relay.home / "gw", relay.ca, "gw")
+    session = relay_session(credentials.client_context(check_name=False))
+    try:
+        for stream in (False, True, False, True):
+            async with session.post(relay.url + URL, json={**BODY, "stream": stream}) as reply:
+                assert reply.status == 200
+                assert b"[DONE]" in await reply.read() if stream else (await reply.json())["id"]
+    finally:
+        await session.close()
+    assert len(relay.client_ports) == 4 and len(set(relay.client_ports)) == 1

@@ -128,6 +128,9 @@ def test_request_id_is_kept_only_when_plain(given: str, kept: bool) -> None:
         (True, [b'data: {"type":"response.output_text.delta","delta":"a"}\n\n'] * 4, 4),
         (True, [b'data: {"choices":[{"delta":{"content":""}}]}\n\n'], 0),
         (False, [b'{"usage": {"prompt_tokens": 5, ', b'"completion_tokens": 7}}'], 7),
+        (True, [b'data: {"delta":{"role":"assistant","content":null}}\n\n'], 0),
+        (True, [b'data: {"choices":[{"text":" a"}]}\n\n', b'data: {"choices":[{"text":"b"}]}'], 2),
+        (False, [b"not json"], 0),
     ],
 )
 def test_token_counter(stream: bool, chunks: list[bytes], completion: int) -> None:
@@ -135,3 +138,22 @@ def test_token_counter(stream: bool, chunks: list[bytes], completion: int) -> No
     for chunk in chunks:
         counter(chunk)
     assert counter.usage()[1] == completion
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra", "same_as_plain"),
+    [
+        ({}, {}, True),
+        ({"x-session-id": "s1"}, {}, False),
+        ({}, {"user": "u1"}, False),
+    ],
+)
+def test_parse_request_carries_the_session_key(
+    headers: dict, extra: dict, same_as_plain: bool
+) -> None:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    plain = parse_request(json.dumps(payload).encode(), "/v1/chat/completions")
+    request = parse_request(
+        json.dumps({**payload, **extra}).encode(), "/v1/chat/completions", headers
+    )
+    assert request.session and (request.session == plain.session) is same_as_plain
