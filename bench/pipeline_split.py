@@ -50,7 +50,13 @@ from meshllm.core.process import ChildProcess
 from meshllm.registry.gguf_facts import read_facts
 from meshllm.worker.binaries import find_binary, find_companion
 from meshllm.worker.launchers import RpcServerLauncher, port_accepts
-from meshllm.worker.llama_server import InstanceSpec, SplitLayout, build_argv, health
+from meshllm.worker.llama_server import (
+    InstanceSpec,
+    SplitLayout,
+    build_argv,
+    flash_attn_over_rpc,
+    health,
+)
 
 SHAPES = {
     # a few hundred MB of f32 weights: tensors over the 10 MiB hash threshold, quick on 2 cores
@@ -153,13 +159,19 @@ class Bench:
     async def host(self, name: str, spec: InstanceSpec) -> Stack:
         port = free_port()
         started = time.perf_counter()
-        process = await self.start(name, build_argv(self.llama_bin, spec, port))
+        argv = build_argv(self.llama_bin, spec, port)
+        if self.args.flash_attn != "mesh":  # the last --flash-attn wins
+            argv += ["--flash-attn", self.args.flash_attn]
+        process = await self.start(name, argv)
         await wait_healthy(self.http, process, port)
         return Stack(name, process, port, time.perf_counter() - started)
 
     def layout(self, endpoint: str) -> SplitLayout:
-        blocks = read_facts(self.model).block_count
-        return SplitLayout((endpoint,), (0.5,), 0.5, blocks, host_is_cpu=not self.args.gpu)
+        facts = read_facts(self.model)
+        return SplitLayout(
+            (endpoint,), (0.5,), 0.5, facts.block_count, host_is_cpu=not self.args.gpu,
+            flash_attn=flash_attn_over_rpc(facts.head_dim_k, facts.head_dim_v),
+        )  # fmt: skip
 
     async def close(self) -> None:
         for process in reversed(self.processes):
@@ -282,7 +294,8 @@ def prepare_model(args: argparse.Namespace, work: Path) -> Path:
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    lines = [f"Model {result['model']} ({result['size_bytes'] / 1e9:.2f} GB).", ""]
+    lines = [f"Model {result['model']} ({result['size_bytes'] / 1e9:.2f} GB); "
+             f"`{result['command']}`.", ""]  # fmt: skip
     lines += ["| load | seconds | bytes to the peer |", "|---|---|---|"]
     for load in result["loads"]:
         lines.append(f"| {load['load']} | {load['load_s']} | {load.get('bytes_to_peer', '')} |")
@@ -323,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tunnel-loop", choices=("asyncio", "uvloop"), default="asyncio",
         help="the event loop of the tunnel's processes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flash-attn", choices=("mesh", "off", "on"), default="mesh",
+        help="mesh: as the mesh runs them (solo auto, a split's host by its head sizes); off or "
+        "on: every llama-server alike",
     )  # fmt: skip
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)

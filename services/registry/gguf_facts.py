@@ -35,6 +35,8 @@ class GgufFacts:
     embedding_length: int
     head_count: int
     head_count_kv: int
+    head_dim_k: int
+    head_dim_v: int
     feed_forward_length: int
     expert_count: int
     expert_used_count: int
@@ -51,8 +53,8 @@ class GgufFacts:
 
     def kv_cache_bytes(self, context: int, bytes_per_element: int = 2) -> int:
         """Bytes the K and V caches take for `context` tokens across all layers."""
-        head_dim = self.embedding_length // self.head_count if self.head_count else 0
-        return 2 * self.block_count * context * self.head_count_kv * head_dim * bytes_per_element
+        per_head = self.head_dim_k + self.head_dim_v
+        return self.block_count * context * self.head_count_kv * per_head * bytes_per_element
 
 
 def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
@@ -69,6 +71,7 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
     if block_count <= 0:
         raise GgufError(f"{file} has unsupported architecture {arch!r}: no {arch}.block_count key")
     head_count = keys.integer("attention.head_count")
+    head_dim = keys.integer("embedding_length") // head_count if head_count else 0
     tensor_names = [t.name for t in header.tensors]
     return GgufFacts(
         path=str(file),
@@ -80,6 +83,8 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
         embedding_length=keys.integer("embedding_length"),
         head_count=head_count,
         head_count_kv=keys.integer("attention.head_count_kv") or head_count,
+        head_dim_k=keys.integer("attention.key_length") or head_dim,
+        head_dim_v=keys.integer("attention.value_length") or head_dim,
         feed_forward_length=keys.integer("feed_forward_length"),
         expert_count=keys.integer("expert_count"),
         expert_used_count=keys.integer("expert_used_count"),

@@ -41,6 +41,8 @@ def facts_message(facts: GgufFacts) -> pb.ModelFacts:
         vision=facts.vision,
         audio=facts.audio,
         kv_bytes_per_token=facts.kv_cache_bytes(1),
+        head_dim_k=facts.head_dim_k,
+        head_dim_v=facts.head_dim_v,
     )
 
 

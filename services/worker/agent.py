@@ -22,7 +22,7 @@ from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
 from . import rpc_cache
 from .launchers import RPC_SERVER
-from .llama_server import InstanceSpec, SplitLayout
+from .llama_server import InstanceSpec, SplitLayout, flash_attn_over_rpc
 from .settings import WorkerSettings
 from .supervisor import InstanceState, ManagedInstance, Supervisor
 from .tunnel import Route, TunnelClient
@@ -266,7 +266,7 @@ class WorkerAgent(LoopComponent):
         order = [p.assignment_id for p in lead.peers] if lead is not None else []
         if lead is None or record is None or a.id not in order:
             return
-        layout = split_layout(lead, (), located.facts.block_count, record.device.kind)
+        layout = split_layout(lead, (), located.facts, record.device.kind)
         layers = rpc_cache.device_layers(
             layout.block_count, layout.weights(), layout.gpu_layers(), order.index(a.id)
         )
@@ -431,21 +431,22 @@ class WorkerAgent(LoopComponent):
             extra_args=tuple(sup.extra_args),
             split=None
             if split_of is None
-            else split_layout(*split_of, located.facts.block_count, self.record.device.kind),
+            else split_layout(*split_of, located.facts, self.record.device.kind),
         )
         return self.supervisor.start(spec)
 
 
 def split_layout(
-    host: pb.Assignment, endpoints: tuple[str, ...], block_count: int, host_device: int
+    host: pb.Assignment, endpoints: tuple[str, ...], facts: pb.ModelFacts, host_device: int
 ) -> SplitLayout:
     """How a host spreads a model over its peers (reached at `endpoints`) and itself."""
     return SplitLayout(
         rpc_endpoints=endpoints,
         peer_shares=tuple(p.share for p in host.peers),
         host_share=host.share,
-        block_count=block_count,
+        block_count=facts.block_count,
         host_is_cpu=host_device == pb.DEVICE_KIND_CPU,
+        flash_attn=flash_attn_over_rpc(facts.head_dim_k, facts.head_dim_v),
     )
 
 

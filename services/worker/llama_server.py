@@ -62,6 +62,7 @@ class SplitLayout:
     host_share: float
     block_count: int
     host_is_cpu: bool
+    flash_attn: bool = False  # flash_attn_over_rpc of the model's head sizes
 
     def weights(self) -> tuple[float, ...]:
         """`--tensor-split`, in llama.cpp's device order (RPC devices first)."""
@@ -75,11 +76,23 @@ class SplitLayout:
         return 999
 
     def argv(self) -> list[str]:
-        argv = ["--rpc", ",".join(self.rpc_endpoints), "--flash-attn", "off"]
+        flash_attn = "on" if self.flash_attn else "off"
+        argv = ["--rpc", ",".join(self.rpc_endpoints), "--flash-attn", flash_attn]
         argv += ["--n-gpu-layers", str(self.gpu_layers())]
         if self.host_is_cpu:
             argv += ["--override-tensor", HOST_OUTPUT_ON_CPU]
         return [*argv, "--tensor-split", ",".join(f"{w:.4f}" for w in self.weights())]
+
+
+# Head sizes whose flash-attention kernels ran through RPC on every backend tried (CUDA on an
+# H200, CPU): a peer whose backend lacks the kernel for a head size aborts (seen on CUDA), so
+# any other size runs a split without flash attention. It matters: on the H200 the split with
+# it decodes 8 streams 1.5 times as fast (docs/BENCHMARKS.md).
+FLASH_ATTN_RPC_HEAD_SIZES = frozenset({128})
+
+
+def flash_attn_over_rpc(head_dim_k: int, head_dim_v: int) -> bool:
+    return head_dim_k == head_dim_v and head_dim_k in FLASH_ATTN_RPC_HEAD_SIZES
 
 
 def peer_layer_count(block_count: int, host_share: float) -> int:

@@ -64,7 +64,12 @@ def test_kv_cache_bytes_formula(f32_facts: GgufFacts) -> None:
 
 
 def test_kv_cache_bytes_without_heads_is_zero(f32_facts: GgufFacts) -> None:
-    assert dataclasses.replace(f32_facts, head_count=0).kv_cache_bytes(512) == 0
+    assert dataclasses.replace(f32_facts, head_count_kv=0).kv_cache_bytes(512) == 0
+
+
+def test_head_sizes_default_to_width_over_heads(f32_facts: GgufFacts) -> None:
+    head_dim = SHAPE.embedding // SHAPE.heads
+    assert (f32_facts.head_dim_k, f32_facts.head_dim_v) == (head_dim, head_dim)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from meshllm.worker.llama_server import (
     InstanceSpec,
     SplitLayout,
     build_argv,
+    flash_attn_over_rpc,
     peer_layer_count,
     strip_owned_flags,
 )
@@ -100,6 +101,18 @@ def test_a_cpu_host_keeps_at_least_one_layer_and_leaves_one(
     blocks: int, host_share: float, peers: int
 ) -> None:
     assert peer_layer_count(blocks, host_share) == peers
+
+
+@pytest.mark.parametrize(
+    ("head_k", "head_v", "on"),
+    [(128, 128, True), (64, 64, False), (256, 256, False), (192, 128, False), (0, 0, False)],
+)
+def test_flash_attention_over_rpc_only_for_head_sizes_known_to_work(
+    head_k: int, head_v: int, on: bool
+) -> None:
+    assert flash_attn_over_rpc(head_k, head_v) is on
+    layout = SplitLayout(("127.0.0.1:1",), (0.5,), 0.5, 8, False, flash_attn=on)
+    assert layout.argv()[layout.argv().index("--flash-attn") + 1] == ("on" if on else "off")
 
 
 def test_a_split_host_keeps_no_prompt_cache() -> None:
