@@ -29,15 +29,15 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Container
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
+from typing import cast
 
 from meshllm.core import access
 from meshllm.core.grpc import SERVER_NAME
 from meshllm.core.pki import Credentials, Identity
 
 logger = logging.getLogger(__name__)
-CHUNK = 256 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 BUSY_WAIT_S = 5.0  # a host reconnecting waits this long for its previous connection to end
 PING = "ping"
@@ -147,17 +147,26 @@ class TunnelServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+        down = _Pipe(done, "host")
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            upstream, up = await loop.create_connection(
+                lambda: _Pipe(done, "rpc-server"), "127.0.0.1", port
+            )
         except OSError as exc:
             writer.write(f"error rpc-server {instance_id} does not answer: {exc}\n".encode())
             await _close(writer)
             return
-        _nodelay(up_writer)
+        _nodelay_transport(upstream)
         writer.write(b"ok\n")
-        await _join(_copy(reader, up_writer), _copy(up_reader, writer))
-        await _close(up_writer)
-        await _close(writer)
+        # the host sends nothing before `ok`: nothing is left in `reader` to carry over
+        _splice(writer.transport, down, upstream, up)  # type: ignore[arg-type]
+        try:
+            await done
+        finally:
+            upstream.close()
+            await _close(writer)
 
     def _peer_identity(self, writer: asyncio.StreamWriter) -> Identity | None:
         ssl_object = writer.get_extra_info("ssl_object")
@@ -186,40 +195,90 @@ class TunnelServer:
         return None, route, node
 
 
-async def _copy(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    count: Callable[[int], None] | None = None,
-    on_written: Callable[[], None] | None = None,
-    on_read: Callable[[], None] | None = None,
-) -> None:
-    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            if on_read is not None:
-                on_read()
-            writer.write(data)
-            await writer.drain()
-            if count is not None:
-                count(len(data))
-            if on_written is not None:
-                on_written()
-    with contextlib.suppress(OSError, RuntimeError):
-        if writer.can_write_eof():
-            writer.write_eof()
+class _Pipe(asyncio.Protocol):
+    """One side of two spliced connections: what arrives on its transport is written straight
+    to the other's (no task or buffer between them: the latency a relay adds is what RPC pays
+    several times per token), and when the other's writes back up, this side stops reading.
+    Either side closing settles `done` with its name."""
+
+    def __init__(
+        self, done: asyncio.Future[str], name: str, on_data: Callable[[int], None] | None = None
+    ) -> None:
+        self.done = done
+        self.name = name
+        self.on_data = on_data
+        self.transport: asyncio.Transport | None = None
+        self.other: asyncio.Transport | None = None
+        self.pending: list[bytes] = []  # what arrived before the other side was joined
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(len(data))
+        if self.other is None:
+            self.pending.append(data)
+        else:
+            self.other.write(data)
+
+    def eof_received(self) -> bool:
+        return False  # RPC never half-closes: close, and the splice ends
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.name)
+
+    def pause_writing(self) -> None:  # our transport is full: stop feeding it
+        if self.other is not None:
+            self.other.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.other is not None:
+            self.other.resume_reading()
 
 
-async def _join(*copies: object) -> None:
-    """Run both directions until either ends, then stop the other."""
-    tasks = [asyncio.ensure_future(c) for c in copies]  # type: ignore[arg-type]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+def _splice(a: asyncio.Transport, a_pipe: _Pipe, b: asyncio.Transport, b_pipe: _Pipe) -> None:
+    """Join two connections through their pipes. A transport taken over from a stream must
+    have nothing unread in its reader; what a pipe received before the join is sent on."""
+    for transport, pipe, other in ((a, a_pipe, b), (b, b_pipe, a)):
+        transport.set_protocol(pipe)
+        pipe.transport, pipe.other = transport, other
+    for pipe in (a_pipe, b_pipe):
+        assert pipe.other is not None
+        for data in pipe.pending:
+            pipe.other.write(data)
+        pipe.pending.clear()
+    for transport, pipe in ((a, a_pipe), (b, b_pipe)):
+        if transport.is_closing():
+            pipe.connection_lost(None)
+
+
+class _HeldPipe(_Pipe):
+    """llama-server's side of a TunnelClient connection: what it sends is held in `pending`
+    (its first message, then it waits for an answer) until the tunnel behind it is open and
+    spliced on by `carry`."""
+
+    def __init__(self, carry: Callable[[_Pipe], Awaitable[None]]) -> None:
+        super().__init__(asyncio.get_running_loop().create_future(), "llama-server")
+        self._carry = carry
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        _nodelay_transport(transport)
+        task = asyncio.ensure_future(self._carry(self))
+        _CARRYING.add(task)
+        task.add_done_callback(_CARRYING.discard)
+
+
+_CARRYING: set[asyncio.Future[None]] = set()  # running carries, kept from the collector
+
+
+def _nodelay_transport(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TunnelClient:
@@ -249,7 +308,8 @@ class TunnelClient:
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _HeldPipe(self._carry), "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -279,45 +339,52 @@ class TunnelClient:
             raise ConnectionError(answer.removeprefix("error ") or "the tunnel closed")
         return reader, writer
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _nodelay(writer)
+    async def _carry(self, held: _Pipe) -> None:
+        local = held.transport
+        assert local is not None
         try:
-            peer_reader, peer_writer = await self._open()
+            _, peer_writer = await self._open()
         except (OSError, TimeoutError, ConnectionError) as exc:
-            await _close(writer)
+            local.close()
             self._on_lost(f"cannot reach rpc-server {self.instance_id} at {self.target}: {exc}")
             return
         clock = _Clock(self.traffic)
 
         def to_peer(n: int) -> None:
             self.traffic.to_peer += n
+            clock.sent()
 
         def from_peer(n: int) -> None:
             self.traffic.from_peer += n
+            clock.heard()
 
-        local = asyncio.ensure_future(_copy(reader, peer_writer, to_peer, clock.sent))
-        remote = asyncio.ensure_future(_copy(peer_reader, writer, from_peer, None, clock.heard))
+        for data in held.pending:
+            to_peer(len(data))
+        held.on_data = to_peer
+        done = held.done
+        # the peer says nothing after `ok` until asked: nothing is left in its reader
+        peer = _Pipe(done, "peer", from_peer)
+        _splice(local, held, peer_writer.transport, peer)  # type: ignore[arg-type]
         watchdog = asyncio.ensure_future(clock.stalled(self._stall_s))
+        ended = "stall"
         try:
-            done, _ = await asyncio.wait(
-                {local, remote, watchdog}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({done, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            ended = done.result() if done.done() else "stall"
         finally:
-            for task in (local, remote, watchdog):
-                task.cancel()
-            await asyncio.gather(local, remote, watchdog, return_exceptions=True)
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+            local.close()
             await _close(peer_writer)
-            await _close(writer)
-        if watchdog in done:
+        if ended == "stall":
             self._on_lost(
                 f"rpc-server {self.instance_id} left a request unanswered for {self._stall_s:.0f}s"
             )
-        elif remote in done and local not in done:
+        elif ended == "peer":
             self._on_lost(f"rpc-server {self.instance_id} at {self.target} closed the connection")
 
 
 class _Clock:
-    """When bytes last went to the peer (a write completed) and last came back."""
+    """When bytes last went toward the peer and last came back."""
 
     def __init__(self, traffic: Traffic) -> None:
         self.sent_at = 0.0
