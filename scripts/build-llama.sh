@@ -11,7 +11,7 @@ BACKEND=${1:-${BACKEND:-cpu}}
 JOBS=${JOBS:-$(nproc)}
 CACHE_ROOT=${MESH_LLAMA_CACHE:-$HOME/.cache/mesh-llm/llama.cpp}
 PREFIX=$CACHE_ROOT/$VERSION-$BACKEND
-TARGETS=(llama-server ggml-rpc-server llama-gguf-split llama-imatrix llama-quantize)
+TARGETS=(llama-server ggml-rpc-server llama-gguf-split llama-imatrix llama-perplexity llama-quantize)
 
 say() { printf '\033[1m[llama.cpp]\033[0m %s\n' "$*"; }
 
@@ -56,8 +56,11 @@ build_helper() {
 
 FLAGS=$(backend_flags)
 STAMP="$VERSION $BACKEND $FLAGS"
-if [[ -f $PREFIX/STAMP && "$(cat "$PREFIX/STAMP")" == "$STAMP" ]] && \
-   for t in "${TARGETS[@]}"; do [[ -x $PREFIX/bin/$t ]] || exit 1; done; then
+have_targets() {
+  local t
+  for t in "${TARGETS[@]}"; do [[ -x $PREFIX/bin/$t ]] || return 1; done
+}
+if [[ -f $PREFIX/STAMP && "$(cat "$PREFIX/STAMP")" == "$STAMP" ]] && have_targets; then
   say "cached build found: $PREFIX/bin (delete it to rebuild)"
   build_helper
   exit 0

@@ -245,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--dtype", choices=["f32", "f16"], default="f32")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--name", default="tiny-llama")
+    make.add_argument("--experts", type=int, default=0, help="a mixture of this many experts")
+    make.add_argument("--experts-used", type=int, default=0, help="experts picked per token")
+    make.add_argument(
+        "--router", choices=["random", "pairs"], default="random",
+        help="pairs: the first 2 x experts-used experts always win (for shard tests)",
+    )  # fmt: skip
     make.add_argument("--out", default="", help="write here instead of the cache")
     make.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -517,6 +523,9 @@ def run_make_model(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             seed=args.seed,
             name=args.name,
+            experts=args.experts,
+            experts_used=args.experts_used,
+            router=args.router,
         )
     except ValueError as exc:
         return fail(f"invalid model shape: {exc}")

@@ -17,6 +17,8 @@ import gguf
 import numpy as np
 from gguf.gguf_reader import ReaderField
 
+from meshllm.core.gguf_fields import copy_field
+
 # Part of the cache key: bump it when the generated layout changes so stale caches are not reused.
 _FORMAT_VERSION = 1
 _WEIGHT_SCALE = 0.02
@@ -47,6 +49,11 @@ class ModelShape:
     dtype: str = "f32"
     seed: int = 0
     name: str = "tiny-llama"
+    experts: int = 0  # > 0: a mixture of experts (llama architecture, Mixtral-style)
+    experts_used: int = 0  # experts the router picks per token
+    # "random" weights, or "pairs": experts 0 .. 2*experts_used-1 always win (each pair's
+    # router rows are v and -v, one of which scores >= 0 while every other expert scores 0)
+    router: str = "random"
 
     def __post_init__(self) -> None:
         sizes = ("layers", "embedding", "feed_forward", "heads", "kv_heads", "context")
@@ -61,6 +68,12 @@ class ModelShape:
             raise ValueError(f"ModelShape.dtype must be one of {sorted(_DTYPES)}")
         if not self.name or "/" in self.name or os.sep in self.name:
             raise ValueError("ModelShape.name must be a non-empty file name part")
+        if self.experts and not 0 < self.experts_used <= self.experts:
+            raise ValueError("ModelShape.experts_used must be between 1 and experts")
+        if self.router not in ("random", "pairs"):
+            raise ValueError("ModelShape.router must be 'random' or 'pairs'")
+        if self.router == "pairs" and 2 * self.experts_used > self.experts:
+            raise ValueError("ModelShape.router 'pairs' needs experts >= 2 * experts_used")
 
     @property
     def head_dim(self) -> int:
@@ -68,7 +81,11 @@ class ModelShape:
 
     def cache_key(self) -> str:
         """Short hash of every field, stable across runs and machines."""
-        payload = {"format": _FORMAT_VERSION, **dataclasses.asdict(self)}
+        fields = dataclasses.asdict(self)
+        if not self.experts:  # dense shapes keep the keys they had before experts existed
+            for name in ("experts", "experts_used", "router"):
+                fields.pop(name)
+        payload = {"format": _FORMAT_VERSION, **fields}
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -176,30 +193,15 @@ def _add_model_keys(writer: gguf.GGUFWriter, shape: ModelShape, n_vocab: int) ->
     writer.add_rope_dimension_count(shape.head_dim)
     writer.add_layer_norm_rms_eps(_RMS_EPS)
     writer.add_vocab_size(n_vocab)
+    if shape.experts:
+        writer.add_expert_count(shape.experts)
+        writer.add_expert_used_count(shape.experts_used)
 
 
 def _copy_tokenizer_keys(writer: gguf.GGUFWriter, fields: dict[str, ReaderField]) -> None:
     for key, field in fields.items():
         if key.startswith("tokenizer."):
-            _copy_field(writer, key, field)
-
-
-def _copy_field(writer: gguf.GGUFWriter, key: str, field: ReaderField) -> None:
-    vtype = field.types[0]
-    if vtype == gguf.GGUFValueType.ARRAY:
-        sub_type = field.types[-1]
-        if len(field.types) != 2 or not field.data:
-            return  # nested or empty arrays cannot be written by GGUFWriter
-        if sub_type == gguf.GGUFValueType.STRING:
-            # Raw bytes, so tokens that are not valid UTF-8 on their own survive the copy.
-            values: list[Any] = [bytes(field.parts[i]) for i in field.data]
-        else:
-            values = field.contents()
-        writer.add_key_value(key, values, vtype, sub_type=sub_type)
-    elif vtype == gguf.GGUFValueType.STRING:
-        writer.add_key_value(key, bytes(field.parts[-1]), vtype)
-    else:
-        writer.add_key_value(key, field.contents(), vtype)
+            copy_field(writer, key, field)
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ class _TensorSpec:
 
 
 def _tensor_specs(shape: ModelShape, n_vocab: int) -> list[_TensorSpec]:
-    embd, ff = shape.embedding, shape.feed_forward
+    embd = shape.embedding
     q_dim = shape.heads * shape.head_dim
     kv_dim = shape.kv_heads * shape.head_dim
     specs = [_TensorSpec("token_embd.weight", (n_vocab, embd))]
@@ -225,9 +227,7 @@ def _tensor_specs(shape: ModelShape, n_vocab: int) -> list[_TensorSpec]:
             _TensorSpec(f"blk.{i}.attn_v.weight", (kv_dim, embd)),
             _TensorSpec(f"blk.{i}.attn_output.weight", (embd, q_dim)),
             _TensorSpec(f"blk.{i}.ffn_norm.weight", (embd,)),
-            _TensorSpec(f"blk.{i}.ffn_gate.weight", (ff, embd)),
-            _TensorSpec(f"blk.{i}.ffn_up.weight", (ff, embd)),
-            _TensorSpec(f"blk.{i}.ffn_down.weight", (embd, ff)),
+            *_ffn_specs(i, shape),
         ]
     specs += [
         _TensorSpec("output_norm.weight", (embd,)),
@@ -236,9 +236,26 @@ def _tensor_specs(shape: ModelShape, n_vocab: int) -> list[_TensorSpec]:
     return specs
 
 
+def _ffn_specs(i: int, shape: ModelShape) -> list[_TensorSpec]:
+    embd, ff, n = shape.embedding, shape.feed_forward, shape.experts
+    if not n:
+        return [
+            _TensorSpec(f"blk.{i}.ffn_gate.weight", (ff, embd)),
+            _TensorSpec(f"blk.{i}.ffn_up.weight", (ff, embd)),
+            _TensorSpec(f"blk.{i}.ffn_down.weight", (embd, ff)),
+        ]
+    return [  # numpy order: the expert axis outermost
+        _TensorSpec(f"blk.{i}.ffn_gate_inp.weight", (n, embd)),
+        _TensorSpec(f"blk.{i}.ffn_gate_exps.weight", (n, ff, embd)),
+        _TensorSpec(f"blk.{i}.ffn_up_exps.weight", (n, ff, embd)),
+        _TensorSpec(f"blk.{i}.ffn_down_exps.weight", (n, embd, ff)),
+    ]
+
+
 def _tensor_dtype(spec: _TensorSpec, shape: ModelShape) -> np.dtype[Any]:
-    # Norm weights stay F32 in every llama.cpp file type.
-    return np.dtype(np.float32 if spec.is_norm else _DTYPES[shape.dtype][0])
+    # Norm weights and the router stay F32 in every llama.cpp file type.
+    small = spec.is_norm or spec.name.endswith("ffn_gate_inp.weight")
+    return np.dtype(np.float32 if small else _DTYPES[shape.dtype][0])
 
 
 def _write_tensors(
@@ -268,5 +285,22 @@ def _tensor_data(specs: list[_TensorSpec], shape: ModelShape) -> Iterator[np.nda
         if spec.is_norm:
             yield np.ones(spec.shape, dtype=np.float32)
             continue
+        if shape.router == "pairs" and spec.name.endswith("ffn_gate_inp.weight"):
+            yield _paired_router(rng, spec.shape, shape.experts_used)
+            continue
         weights = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(_WEIGHT_SCALE)
         yield weights.astype(_tensor_dtype(spec, shape), copy=False)
+
+
+def _paired_router(
+    rng: np.random.Generator, shape: tuple[int, ...], used: int
+) -> np.ndarray[Any, Any]:
+    """Router rows v, -v for each of `used` pairs, zero for every other expert: whatever the
+    input, each pair has one expert scoring >= 0, so the top `used` are always among the
+    first 2 * used experts. Logits have unit scale (the input is RMS-normalised)."""
+    width = shape[1]
+    rows = np.zeros(shape, dtype=np.float32)
+    for pair in range(used):
+        v = rng.standard_normal(width, dtype=np.float32) / np.float32(np.sqrt(width))
+        rows[2 * pair], rows[2 * pair + 1] = v, -v
+    return rows
