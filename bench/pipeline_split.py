@@ -46,9 +46,9 @@ from tunnel_ends import TunnelEnds
 from meshllm.cli.etcd import free_port
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import pki
+from meshllm.core.binaries import find_binary, find_companion
 from meshllm.core.process import ChildProcess
 from meshllm.registry.gguf_facts import read_facts
-from meshllm.worker.binaries import find_binary, find_companion
 from meshllm.worker.launchers import RpcServerLauncher, port_accepts
 from meshllm.worker.llama_server import (
     InstanceSpec,

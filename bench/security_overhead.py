@@ -28,10 +28,10 @@ from helpers import LlamaServer, eventually, issue_credentials
 
 from meshllm.cli.etcd import free_port
 from meshllm.core import pki
+from meshllm.core.binaries import find_binary
 from meshllm.core.lifecycle import EmbeddedUvicorn
 from meshllm.core.streaming import relay_session, upstream_session
 from meshllm.gateway.guard import ApiGuard, ApiPolicy
-from meshllm.worker.binaries import find_binary
 from meshllm.worker.relay import RelayApp
 
 SIDES = ("plain", "mtls")

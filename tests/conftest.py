@@ -13,9 +13,9 @@ import pytest
 
 from meshllm.cli.etcd import EtcdServer
 from meshllm.cli.make_model import ModelShape, cached_model, find_vocab_file
+from meshllm.core.binaries import find_binary
 from meshllm.core.store import EtcdStore
 from meshllm.registry.catalog import fetch_builtin
-from meshllm.worker.binaries import find_binary
 
 REPO = Path(__file__).resolve().parent.parent
 # Nodes the tests start register themselves under $MESH_HOME/run (cli/local.py): keep that,

@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from meshllm.core import keys, pki
+from meshllm.core.binaries import find_binary
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.config import BaseServiceSettings, load_settings
 from meshllm.core.errors import MeshError, Unavailable
@@ -36,7 +37,6 @@ from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.catalog import ALIASES, BUILTIN
 from meshllm.registry.settings import RegistrySettings
 from meshllm.scheduler.settings import SchedulerSettings
-from meshllm.worker.binaries import find_binary
 from meshllm.worker.settings import SupervisorSettings, WorkerSettings
 
 from .discovery import Announcer, discover

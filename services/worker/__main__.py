@@ -10,6 +10,7 @@ from pathlib import Path
 
 from meshllm.core import keys
 from meshllm.core.access import check_exposure
+from meshllm.core.binaries import find_binary, find_companion
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn, LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
@@ -18,7 +19,7 @@ from meshllm.core.streaming import upstream_session
 
 from . import rpc_cache
 from .agent import WorkerAgent
-from .binaries import find_binary, find_companion, rpc_version
+from .binaries import rpc_version
 from .gpus import cap_budget, select_device
 from .launchers import LLAMA_SERVER, RPC_SERVER
 from .relay import RelayApp

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from meshllm.cli.etcd import free_port
-from meshllm.worker.binaries import find_companion, rpc_version
+from meshllm.core.binaries import find_companion
+from meshllm.worker.binaries import rpc_version
 
 
 async def test_the_rpc_protocol_is_read_from_the_rpc_servers_banner(llama_server_bin: str) -> None:

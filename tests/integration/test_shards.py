@@ -19,8 +19,9 @@ import pytest
 from helpers import LlamaServer
 
 from meshllm.cli.make_model import ModelShape, cached_model
+from meshllm.core.binaries import find_binary, find_companion
+from meshllm.registry.quality import Perplexity, QualityError
 from meshllm.registry.shards import ShardError, write_shard
-from meshllm.worker.binaries import find_binary, find_companion
 
 pytestmark = pytest.mark.integration
 SHAPE = ModelShape(
@@ -149,3 +150,21 @@ def other_architecture(tmp_path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+async def test_the_quality_gate_refuses_a_shard_without_the_routed_experts(
+    moe_model: Path, tmp_path: Path
+) -> None:
+    binary = find_companion("llama-perplexity", find_binary("llama-server").path)
+    assert binary is not None, "no llama-perplexity beside llama-server: run `make llama`"
+    gauge = Perplexity(binary.path)
+    base = tmp_path / "full.kld"
+    await asyncio.to_thread(gauge.save_base, moe_model, base)
+    routed = write_shard(moe_model, tmp_path / "routed.gguf", every_layer(0, 1, 2, 3))
+    unrouted = write_shard(moe_model, tmp_path / "unrouted.gguf", every_layer(4, 5, 6, 7))
+    good = await asyncio.to_thread(gauge.judge, routed.path, base)
+    bad = await asyncio.to_thread(gauge.judge, unrouted.path, base)
+    assert good.passed and good.same_top == 1.0 and abs(good.ppl_ratio - 1) < 1e-3
+    assert not bad.passed and bad.same_top < 0.6, bad.describe()
+    with pytest.raises(QualityError, match="exited"):
+        gauge.judge(tmp_path / "missing.gguf", base)

@@ -1,0 +1,67 @@
+"""Ranking a generated mixture of experts (8 experts, top 2, a router that always picks among
+experts 0-3) with the real llama-imatrix, the declared fallback when it cannot run, and the
+whole path from ranking to assignment to shards that answer as the full model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_shards import SHAPE, greedy_tokens
+
+from meshllm.cli.make_model import cached_model
+from meshllm.core.binaries import find_binary, find_companion
+from meshllm.registry.expert_ranking import (
+    FALLBACK_WARNING,
+    IMATRIX,
+    ROUTER_NORM,
+    rank_experts,
+)
+from meshllm.registry.shards import write_shard
+from meshllm.scheduler.experts import assign_experts, floor_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def moe_model() -> Path:
+    return cached_model(SHAPE)
+
+
+@pytest.fixture(scope="module")
+def imatrix() -> str:
+    found = find_companion("llama-imatrix", find_binary("llama-server").path)
+    assert found is not None, "no llama-imatrix beside llama-server: run `make llama`"
+    return found.path
+
+
+def test_router_picks_rank_the_routed_experts_first(moe_model: Path, imatrix: str) -> None:
+    ranking = rank_experts(moe_model, imatrix)
+    assert ranking.method == IMATRIX and "llama-imatrix" in ranking.note
+    assert len(ranking.order) == SHAPE.layers
+    for order, scores in zip(ranking.order, ranking.scores, strict=True):
+        assert set(order[:4]) <= {0, 1, 2, 3}  # only routed experts lead
+        assert all(scores[e] == 0 for e in range(4, 8))  # the others were never picked
+        assert sum(scores) > 0
+        assert sorted(order) == list(range(8))
+
+
+@pytest.mark.parametrize(("binary", "why"), [(None, "not installed"), ("/bin/false", "exit 1")])
+def test_the_fallback_says_it_is_one(moe_model: Path, binary: str | None, why: str) -> None:
+    ranking = rank_experts(moe_model, binary)
+    assert ranking.method == ROUTER_NORM
+    assert FALLBACK_WARNING in ranking.note and why in ranking.note
+
+
+async def test_ranked_assigned_shards_answer_as_the_full_model(
+    llama_server_bin: str, moe_model: Path, imatrix: str, tmp_path: Path
+) -> None:
+    """Two nodes of six experts each: the core (half the experts) is what the router uses,
+    so each shard answers exactly as the whole model."""
+    ranking = rank_experts(moe_model, imatrix)
+    plan = assign_experts(ranking.order, [6, 6], floor=floor_for(8, 2))
+    full = await greedy_tokens(llama_server_bin, moe_model)
+    for node in range(2):
+        shard = write_shard(moe_model, tmp_path / f"node{node}.gguf", plan.shards[node])
+        assert shard.expert_count == 6
+        assert await greedy_tokens(llama_server_bin, shard.path) == full
