@@ -87,12 +87,12 @@ def test_the_client_node_routes_to_serving_nodes(
 ) -> None:
     client = mesh.nodes["c4"].client()
     answered_by: Counter[str] = Counter()
-    for _ in range(12):
+    for i in range(12):  # twelve conversations: session affinity spreads them over replicas
         raw = client.chat.completions.with_raw_response.create(
             model=chat_model.stem,
             max_tokens=8,
             temperature=0,
-            messages=[{"role": "user", "content": "What is 2+2?"}],
+            messages=[{"role": "user", "content": f"What is {i}+{i}?"}],
         )
         answered_by[raw.headers["x-mesh-node"]] += 1
         assert raw.parse().choices[0].message.content
@@ -251,9 +251,13 @@ def test_killed_node_leaves_and_comes_back(mesh: Mesh, chat_model: Path, tiny_mo
     n2.wait_event("ready")
     wait_for(lambda: client_node.served().get(chat_model.stem) == ["n1", "n2"])
 
-    def routed_to_n2() -> bool:
+    conversations = iter(range(10_000))
+
+    def routed_to_n2() -> bool:  # a new conversation each time: some hash to n2
         raw = client.chat.completions.with_raw_response.create(
-            model=chat_model.stem, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+            model=chat_model.stem,
+            max_tokens=4,
+            messages=[{"role": "user", "content": f"hi {next(conversations)}"}],
         )
         return raw.headers["x-mesh-node"] == "n2"
 
