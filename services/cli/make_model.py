@@ -17,8 +17,6 @@ import gguf
 import numpy as np
 from gguf.gguf_reader import ReaderField
 
-from meshllm.core.gguf_fields import copy_field
-
 # Part of the cache key: bump it when the generated layout changes so stale caches are not reused.
 _FORMAT_VERSION = 1
 _WEIGHT_SCALE = 0.02
@@ -201,7 +199,25 @@ def _add_model_keys(writer: gguf.GGUFWriter, shape: ModelShape, n_vocab: int) ->
 def _copy_tokenizer_keys(writer: gguf.GGUFWriter, fields: dict[str, ReaderField]) -> None:
     for key, field in fields.items():
         if key.startswith("tokenizer."):
-            copy_field(writer, key, field)
+            _copy_field(writer, key, field)
+
+
+def _copy_field(writer: gguf.GGUFWriter, key: str, field: ReaderField) -> None:
+    vtype = field.types[0]
+    if vtype == gguf.GGUFValueType.ARRAY:
+        sub_type = field.types[-1]
+        if len(field.types) != 2 or not field.data:
+            return  # nested or empty arrays cannot be written by GGUFWriter
+        if sub_type == gguf.GGUFValueType.STRING:
+            # Raw bytes, so tokens that are not valid UTF-8 on their own survive the copy.
+            values: list[Any] = [bytes(field.parts[i]) for i in field.data]
+        else:
+            values = field.contents()
+        writer.add_key_value(key, values, vtype, sub_type=sub_type)
+    elif vtype == gguf.GGUFValueType.STRING:
+        writer.add_key_value(key, bytes(field.parts[-1]), vtype)
+    else:
+        writer.add_key_value(key, field.contents(), vtype)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,11 @@ class GgufHeader:
     fields: dict[str, Any]  # scalars, str, or GgufArray
     tensors: list[TensorInfo]
     data_offset: int
+    kv_span: tuple[int, int] = (0, 0)  # where the metadata's bytes lie in the file
+    # where each scalar's value lies, and its struct code (for rewriting it in a copy)
+    scalar_at: dict[str, tuple[int, str]] = field(default_factory=dict)
+    alignment: int = DEFAULT_ALIGNMENT
+    little_endian: bool = True
 
 
 class _Cursor:
@@ -160,9 +165,15 @@ def _parse(view: memoryview) -> GgufHeader:
         version = struct.unpack(">I", view[4:8])[0]
     tensor_count, kv_count = cursor.scalar("Q"), cursor.scalar("Q")
     fields: dict[str, Any] = {}
+    scalar_at: dict[str, tuple[int, str]] = {}
+    kv_start = cursor.pos
     for _ in range(kv_count):
         key = cursor.string()
-        fields[key] = cursor.value(_value_type(cursor.scalar("I")))
+        kind = _value_type(cursor.scalar("I"))
+        if kind in _SCALARS:
+            scalar_at[key] = (cursor.pos, _SCALARS[kind])
+        fields[key] = cursor.value(kind)
+    kv_end = cursor.pos
     infos = []
     for _ in range(tensor_count):
         name = cursor.string()
@@ -173,4 +184,7 @@ def _parse(view: memoryview) -> GgufHeader:
         raise HeaderError(f"general.alignment is {str(alignment)[:20]!r}, not a positive number")
     data_offset = -(-cursor.pos // alignment) * alignment
     tensors = [TensorInfo(n, d, t, data_offset + o, tensor_bytes(d, t)) for n, d, t, o in infos]
-    return GgufHeader(version, fields, tensors, data_offset)
+    return GgufHeader(
+        version, fields, tensors, data_offset, (kv_start, kv_end), scalar_at, alignment,
+        little_endian=order == "<",
+    )  # fmt: skip
