@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import shard
+
 DESCRIPTION = """\
 Mesh LLM pools the GPUs (or CPUs) of several machines and serves their models as one
 OpenAI-compatible API at http://localhost:9337/v1.
@@ -21,6 +23,7 @@ OpenAI-compatible API at http://localhost:9337/v1.
   mesh-llm revoke NODE                    remove a node from the mesh
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
   mesh-llm dev make-model                 write a small random-weight test model
+  mesh-llm dev shard MODEL --nodes N      split a mixture of experts into measured shards
 """
 
 
@@ -253,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     make.add_argument("--out", default="", help="write here instead of the cache")
     make.add_argument("--json", action="store_true", help="print JSON")
+    shard.add_parser(dev_commands)
     return parser
 
 
@@ -561,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_inspect(args)
     if args.command == "dev" and args.dev_command == "make-model":
         return run_make_model(args)
+    if args.command == "dev" and args.dev_command == "shard":
+        return shard.run_shard(args)
     if args.command == "dev":
         parser.parse_args(["dev", "--help"])
     parser.print_help()

@@ -61,7 +61,7 @@ class QualityVerdict:
         return (
             f"perplexity x{self.ppl_ratio:.3f} of the full model's ({self.shard_ppl:.2f} / "
             f"{self.full_ppl:.2f}), same top token {self.same_top:.1%}, KL divergence "
-            f"{self.mean_kld:.4f}: {verdict} the gate (≤ x{self.max_ppl_ratio:.2f}, "
+            f"{max(self.mean_kld, 0.0):.4f}: {verdict} the gate (≤ x{self.max_ppl_ratio:.2f}, "
             f"≥ {self.min_same_top:.0%})"
         )
 

@@ -4,6 +4,9 @@ whole path from ranking to assignment to shards that answer as the full model.""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,39 @@ async def test_ranked_assigned_shards_answer_as_the_full_model(
         shard = write_shard(moe_model, tmp_path / f"node{node}.gguf", plan.shards[node])
         assert shard.expert_count == 6
         assert await greedy_tokens(llama_server_bin, shard.path) == full
+
+
+def shard_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "meshllm.cli", "dev", "shard", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_the_shard_command_ranks_writes_and_measures(moe_model: Path, tmp_path: Path) -> None:
+    done = shard_cli(str(moe_model), "--nodes", "2", "--out", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ranking"]["method"] == IMATRIX and report["core"] == 4
+    assert [s["passed"] for s in report["shards"]] == [True, True]
+    assert all(Path(s["path"]).is_file() and s["experts"] == 6 for s in report["shards"])
+
+
+def test_the_shard_command_reports_shards_that_fail_the_gate(
+    moe_model: Path, tmp_path: Path
+) -> None:
+    """Three shards of four experts: the core shrinks to two, so some shards lack experts
+    the router uses, and the gate says so (exit status 3)."""
+    done = shard_cli(str(moe_model), "--nodes", "3", "--experts", "4", "--out", str(tmp_path),
+                     "--json")  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    shards = json.loads(done.stdout)["shards"]
+    assert len(shards) == 3 and not all(s["passed"] for s in shards)
+    assert any("fails the gate" in s["quality"] for s in shards)
+
+
+def test_the_shard_command_refuses_a_dense_model_in_one_line(tiny_model: Path) -> None:
+    done = shard_cli(str(tiny_model))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"mesh-llm dev shard: {tiny_model.name} is not a mixture-of-experts model "
+        "(no llama.expert_count)"
+    ]
