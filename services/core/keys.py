@@ -60,6 +60,14 @@ def catalog_entry(mesh: str, model: str) -> str:
     return catalog(mesh) + _part(model)
 
 
+def expert_rankings(mesh: str) -> str:
+    return _root(mesh) + "experts/"
+
+
+def expert_ranking(mesh: str, model: str) -> str:
+    return expert_rankings(mesh) + _part(model)
+
+
 def files(mesh: str, model: str | None = None) -> str:
     base = _root(mesh) + "files/"
     return base if model is None else f"{base}{_part(model)}/"

@@ -12,6 +12,7 @@ from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
 
 from .copies import LocalCopies
+from .ranker import ExpertRanker
 from .servicer import RegistryServicer
 from .settings import RegistrySettings
 
@@ -19,11 +20,12 @@ from .settings import RegistrySettings
 async def build(ctx: ServiceContext) -> ServiceParts:
     servicer = RegistryServicer(ctx.settings, ctx.store, ctx.lease)  # type: ignore[arg-type]
     copies = LocalCopies(ctx.settings, ctx.store, ctx.lease)  # type: ignore[arg-type]
+    ranker = ExpertRanker(ctx.settings, ctx.store, copies.catalog)  # type: ignore[arg-type]
     return ServiceParts(
         register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
             servicer, server
         ),
-        components=[copies.catalog, copies],
+        components=[copies.catalog, ranker.rankings, copies, ranker],
     )
 
 

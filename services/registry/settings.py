@@ -22,3 +22,6 @@ class RegistrySettings(BaseServiceSettings):
         default_factory=lambda: _home(".cache", "mesh-llm", "models"),
         description="where fetched models are kept",
     )
+    ranking_threads: int = Field(
+        1, ge=1, description="threads for ranking a mixture's experts (llama-imatrix)"
+    )

@@ -3,19 +3,24 @@ message naming the file and the problem."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers import eventually
+from test_shards import SHAPE
 
+from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient
 from meshllm.core.errors import Forbidden, InvalidRequest, NotFound
 from meshllm.core.grpc import make_server
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
-from meshllm.core.store import EtcdStore, LeaseKeeper
+from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache
+from meshllm.registry.ranker import ExpertRanker
 from meshllm.registry.servicer import RegistryServicer
 from meshllm.registry.settings import RegistrySettings
 
@@ -123,3 +128,31 @@ async def test_inspect_reads_only_model_folders_and_registered_files(
 
 async def test_inspect_and_list(registry: RegistryClient, tiny_model: Path) -> None:
     await registry.register(path=str(tiny_model), alias="listed")
+
+
+async def test_a_registered_mixture_of_experts_gets_its_experts_ranked(
+    registry: RegistryClient, store: EtcdStore, mesh_id: str, tmp_path: Path
+) -> None:
+    """The registry's ranker notices a mixture of experts registered from its node, ranks
+    it with llama-imatrix in the background and stores the ranking for placement; a dense
+    model gets none."""
+    moe = cached_model(SHAPE)
+    settings = RegistrySettings(mesh_id=mesh_id, node="n1", cache_dir=str(tmp_path / "cache"))
+    catalog = PrefixCache(store, keys.catalog(mesh_id), pb.CatalogEntry)
+    ranker = ExpertRanker(settings, store, catalog)
+    tasks = [asyncio.create_task(c.run()) for c in (catalog, ranker.rankings, ranker)]
+    try:
+        entry = await registry.register(path=str(moe))
+        dense = await registry.register(path=str(cached_model(ModelShape())))
+        key = keys.expert_ranking(mesh_id, entry.name)
+        await eventually(lambda: entry.name in {r.model for r in ranker.rankings.items.values()},
+                         timeout=60)  # fmt: skip
+        ranking = await store.get(key, pb.ExpertRanking)
+        assert ranking is not None and ranking.method == "imatrix" and ranking.node == "n1"
+        assert len(ranking.layers) == SHAPE.layers
+        assert all(set(layer.experts[:4]) <= {0, 1, 2, 3} for layer in ranking.layers)
+        assert await store.get(keys.expert_ranking(mesh_id, dense.name), pb.ExpertRanking) is None
+    finally:
+        for component in (ranker, ranker.rankings, catalog):
+            await component.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)

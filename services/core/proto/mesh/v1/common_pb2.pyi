@@ -226,6 +226,30 @@ class ModelFacts(_message.Message):
     head_dim_v: int
     def __init__(self, architecture: _Optional[str] = ..., display_name: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., block_count: _Optional[int] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., feed_forward_length: _Optional[int] = ..., expert_count: _Optional[int] = ..., expert_used_count: _Optional[int] = ..., vocab_size: _Optional[int] = ..., file_type: _Optional[str] = ..., has_chat_template: _Optional[bool] = ..., vision: _Optional[bool] = ..., audio: _Optional[bool] = ..., kv_bytes_per_token: _Optional[int] = ..., head_dim_k: _Optional[int] = ..., head_dim_v: _Optional[int] = ...) -> None: ...
 
+class ExpertRanking(_message.Message):
+    __slots__ = ("model", "method", "note", "layers", "ranked_unix", "node")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    RANKED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    method: str
+    note: str
+    layers: _containers.RepeatedCompositeFieldContainer[LayerRanking]
+    ranked_unix: int
+    node: str
+    def __init__(self, model: _Optional[str] = ..., method: _Optional[str] = ..., note: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerRanking, _Mapping]]] = ..., ranked_unix: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+
+class LayerRanking(_message.Message):
+    __slots__ = ("experts", "scores")
+    EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    experts: _containers.RepeatedScalarFieldContainer[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, experts: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class CatalogEntry(_message.Message):
     __slots__ = ("name", "source", "facts", "registered_unix", "aliases")
     NAME_FIELD_NUMBER: _ClassVar[int]
