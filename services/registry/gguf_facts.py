@@ -13,6 +13,8 @@ from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
 
 from meshllm.core.gguf_header import GgufArray, GgufHeader, read_header
 
+from .shards import is_per_expert
+
 GGUF_MAGIC = b"GGUF"
 _HEAD_BYTES = 64  # enough for the version and a hint at what a non-GGUF file is
 # Projector files (mmproj) keep their per-encoder keys under these prefixes.
@@ -46,6 +48,7 @@ class GgufFacts:
     vision: bool
     audio: bool
     tensor_bytes: int
+    expert_tensor_bytes: int = 0  # the per-expert tensors': what expert shards divide
 
     @property
     def is_moe(self) -> bool:
@@ -94,6 +97,7 @@ def read_facts(path: str | os.PathLike[str]) -> GgufFacts:
         vision=_has_vision(meta, arch, tensor_names),
         audio=_has_audio(meta, tensor_names),
         tensor_bytes=sum(t.n_bytes for t in header.tensors),
+        expert_tensor_bytes=sum(t.n_bytes for t in header.tensors if is_per_expert(t.name)),
     )
 
 

@@ -43,6 +43,7 @@ def facts_message(facts: GgufFacts) -> pb.ModelFacts:
         kv_bytes_per_token=facts.kv_cache_bytes(1),
         head_dim_k=facts.head_dim_k,
         head_dim_v=facts.head_dim_v,
+        expert_tensor_bytes=facts.expert_tensor_bytes,
     )
 
 

@@ -39,6 +39,11 @@ _CHUNK = 1 << 30  # the most one copy_file_range call is asked to move
 _FALLBACK_CHUNK = 8 << 20  # read and write in this much where the kernel cannot copy
 
 
+def is_per_expert(tensor_name: str) -> bool:
+    """A tensor with one slice per expert on its outermost axis."""
+    return _PER_EXPERT.fullmatch(tensor_name) is not None
+
+
 class ShardError(ValueError):
     """The model cannot be sharded as asked: the message says why."""
 

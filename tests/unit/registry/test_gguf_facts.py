@@ -46,8 +46,18 @@ def test_facts_match_generated_shape(f32_model: Path, f32_facts: GgufFacts) -> N
     assert facts.has_chat_template
     assert not facts.is_moe
     assert (facts.expert_count, facts.expert_used_count) == (0, 0)
+    assert facts.expert_tensor_bytes == 0
     assert not facts.vision
     assert not facts.audio
+
+
+def test_a_mixture_reports_its_experts_and_their_bytes(model_dir: Path, vocab_file: Path) -> None:
+    shape = dataclasses.replace(SHAPE, experts=4, experts_used=2)
+    facts = read_facts(write_model(model_dir / "tiny-moe.gguf", shape, vocab_file))
+    assert facts.is_moe and (facts.expert_count, facts.expert_used_count) == (4, 2)
+    per_layer = 4 * (3 * SHAPE.feed_forward * SHAPE.embedding + SHAPE.embedding) * 4  # f32
+    assert facts.expert_tensor_bytes == SHAPE.layers * per_layer
+    assert facts.expert_tensor_bytes < facts.tensor_bytes
 
 
 def test_f16_model_reports_f16_file_type(model_dir: Path, vocab_file: Path) -> None:

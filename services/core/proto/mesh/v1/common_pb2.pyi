@@ -185,7 +185,7 @@ class ModelSource(_message.Message):
     def __init__(self, kind: _Optional[_Union[ModelSourceKind, str]] = ..., path: _Optional[str] = ..., package: _Optional[str] = ..., member: _Optional[str] = ..., repo: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class ModelFacts(_message.Message):
-    __slots__ = ("architecture", "display_name", "file_size_bytes", "block_count", "context_length", "embedding_length", "head_count", "head_count_kv", "feed_forward_length", "expert_count", "expert_used_count", "vocab_size", "file_type", "has_chat_template", "vision", "audio", "kv_bytes_per_token", "head_dim_k", "head_dim_v")
+    __slots__ = ("architecture", "display_name", "file_size_bytes", "block_count", "context_length", "embedding_length", "head_count", "head_count_kv", "feed_forward_length", "expert_count", "expert_used_count", "vocab_size", "file_type", "has_chat_template", "vision", "audio", "kv_bytes_per_token", "head_dim_k", "head_dim_v", "expert_tensor_bytes")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     FILE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,7 @@ class ModelFacts(_message.Message):
     KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     HEAD_DIM_K_FIELD_NUMBER: _ClassVar[int]
     HEAD_DIM_V_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_TENSOR_BYTES_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     display_name: str
     file_size_bytes: int
@@ -224,7 +225,8 @@ class ModelFacts(_message.Message):
     kv_bytes_per_token: int
     head_dim_k: int
     head_dim_v: int
-    def __init__(self, architecture: _Optional[str] = ..., display_name: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., block_count: _Optional[int] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., feed_forward_length: _Optional[int] = ..., expert_count: _Optional[int] = ..., expert_used_count: _Optional[int] = ..., vocab_size: _Optional[int] = ..., file_type: _Optional[str] = ..., has_chat_template: _Optional[bool] = ..., vision: _Optional[bool] = ..., audio: _Optional[bool] = ..., kv_bytes_per_token: _Optional[int] = ..., head_dim_k: _Optional[int] = ..., head_dim_v: _Optional[int] = ...) -> None: ...
+    expert_tensor_bytes: int
+    def __init__(self, architecture: _Optional[str] = ..., display_name: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., block_count: _Optional[int] = ..., context_length: _Optional[int] = ..., embedding_length: _Optional[int] = ..., head_count: _Optional[int] = ..., head_count_kv: _Optional[int] = ..., feed_forward_length: _Optional[int] = ..., expert_count: _Optional[int] = ..., expert_used_count: _Optional[int] = ..., vocab_size: _Optional[int] = ..., file_type: _Optional[str] = ..., has_chat_template: _Optional[bool] = ..., vision: _Optional[bool] = ..., audio: _Optional[bool] = ..., kv_bytes_per_token: _Optional[int] = ..., head_dim_k: _Optional[int] = ..., head_dim_v: _Optional[int] = ..., expert_tensor_bytes: _Optional[int] = ...) -> None: ...
 
 class ExpertRanking(_message.Message):
     __slots__ = ("model", "method", "note", "layers", "ranked_unix", "node")
