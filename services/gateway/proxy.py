@@ -14,9 +14,10 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 
@@ -73,7 +74,7 @@ class InferenceRequest:
     model: str
     stream: bool
     body: bytes  # what goes upstream: the client's body, or it completed with defaults
-    session: str = ""  # what session affinity routes by (routing/session.py)
+    payload: dict[str, Any]  # the parsed body: what a session key is read from, when needed
 
 
 def _no_constant(name: str) -> float:
@@ -97,9 +98,7 @@ def parse_json(body: bytes) -> object:
         raise InvalidRequest(f"request body is not valid JSON: {excerpt(str(exc), 200)}") from exc
 
 
-def parse_request(
-    body: bytes, route: str, headers: Mapping[str, str] | None = None
-) -> InferenceRequest:
+def parse_request(body: bytes, route: str) -> InferenceRequest:
     """Only what routing needs; llama-server validates the rest."""
     payload = parse_json(body)
     if not isinstance(payload, dict):
@@ -118,7 +117,7 @@ def parse_request(
         raise InvalidRequest("'stream' must be true or false", param="stream")
     if route == "/v1/completions" and payload.get("prompt") is None:
         body = json.dumps({**payload, "prompt": ""}).encode()
-    return InferenceRequest(model, bool(stream), body, session_key(route, payload, headers or {}))
+    return InferenceRequest(model, bool(stream), body, payload)
 
 
 def request_id_of(headers: dict[str, str]) -> str:
@@ -233,7 +232,7 @@ class Proxy:
                 limit=self._settings.max_body_bytes,
                 timeout_s=self._settings.body_timeout_s,
             )
-            request = parse_request(body, route, headers)
+            request = parse_request(body, route)
             model = self._table.resolve(request.model)
             label = model if self._table.is_known(model) else "unknown"
             client = ClientWatch(receive)
@@ -276,7 +275,9 @@ class Proxy:
         if not candidates:
             raise self._no_replica(model)
         last_error: MeshError | None = None
-        ranked = self._router.rank(RouteRequest(model, request.session), candidates)
+        # a session key only matters when there is a replica to choose
+        session = session_key(route, request.payload, headers) if len(candidates) > 1 else ""
+        ranked = self._router.rank(RouteRequest(model, session), candidates)
         for endpoint in ranked[: self._settings.max_attempts]:
             opened = await self._open(
                 endpoint, request.body, headers, client, route, reply_headers[0][1]

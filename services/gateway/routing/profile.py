@@ -99,6 +99,8 @@ class Profile:
         stats: ReplicaStats,
         now: float,
     ) -> list[pb.Endpoint]:
+        if len(replicas) < 2:  # nothing to choose between
+            return list(replicas)
         tiers: list[list[pb.Endpoint]] = []
         preferred = list(replicas)
         for step in self.filters:

@@ -42,9 +42,7 @@ def conversation_opening(route: str, payload: Mapping[str, Any]) -> object | Non
         opening = _through_first_user(given) if isinstance(given, list) else given
         return [payload.get("instructions"), opening]
     prompt = payload.get("prompt")
-    if isinstance(prompt, str):
-        return prompt[:PROMPT_PREFIX_CHARS]
-    return prompt[:PROMPT_PREFIX_CHARS] if isinstance(prompt, list) else None
+    return prompt[:PROMPT_PREFIX_CHARS] if isinstance(prompt, str | list) else None
 
 
 def _through_first_user(messages: list[Any]) -> list[Any]:

@@ -16,6 +16,7 @@ from meshllm.gateway.proxy import (
     rejection,
     request_id_of,
 )
+from meshllm.gateway.routing import session_key
 
 
 @pytest.mark.parametrize(
@@ -148,12 +149,12 @@ def test_token_counter(stream: bool, chunks: list[bytes], completion: int) -> No
         ({}, {"user": "u1"}, False),
     ],
 )
-def test_parse_request_carries_the_session_key(
+def test_the_parsed_payload_gives_the_session_key(
     headers: dict, extra: dict, same_as_plain: bool
 ) -> None:
     payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     plain = parse_request(json.dumps(payload).encode(), "/v1/chat/completions")
-    request = parse_request(
-        json.dumps({**payload, **extra}).encode(), "/v1/chat/completions", headers
-    )
-    assert request.session and (request.session == plain.session) is same_as_plain
+    request = parse_request(json.dumps({**payload, **extra}).encode(), "/v1/chat/completions")
+    plain_key = session_key("/v1/chat/completions", plain.payload, {})
+    key = session_key("/v1/chat/completions", request.payload, headers)
+    assert key and (key == plain_key) is same_as_plain
