@@ -58,8 +58,8 @@ class Traffic:
     round_trips: int = 0  # times the peer answered after the host had sent something
 
 
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -104,7 +104,7 @@ class TunnelServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _nodelay(writer)
+        _nodelay(writer.transport)
         try:
             line = await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)
         except (TimeoutError, OSError, ValueError):
@@ -158,7 +158,7 @@ class TunnelServer:
             writer.write(f"error rpc-server {instance_id} does not answer: {exc}\n".encode())
             await _close(writer)
             return
-        _nodelay_transport(upstream)
+        _nodelay(upstream)
         writer.write(b"ok\n")
         # the host sends nothing before `ok`: nothing is left in `reader` to carry over
         _splice(writer.transport, down, upstream, up)  # type: ignore[arg-type]
@@ -265,20 +265,13 @@ class _HeldPipe(_Pipe):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        _nodelay_transport(transport)
+        _nodelay(transport)
         task = asyncio.ensure_future(self._carry(self))
         _CARRYING.add(task)
         task.add_done_callback(_CARRYING.discard)
 
 
 _CARRYING: set[asyncio.Future[None]] = set()  # running carries, kept from the collector
-
-
-def _nodelay_transport(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TunnelClient:
@@ -331,7 +324,7 @@ class TunnelClient:
             ),
             HANDSHAKE_TIMEOUT_S,
         )
-        _nodelay(writer)
+        _nodelay(writer.transport)
         writer.write(f"{self.instance_id}\n".encode())
         answer = (await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)).decode().strip()
         if answer != "ok":
@@ -425,7 +418,7 @@ async def ping_ms(
                 ssl=ssl_context,
                 server_hostname=SERVER_NAME if ssl_context else None,
             )
-            _nodelay(writer)
+            _nodelay(writer.transport)
             try:
                 start = time.perf_counter()
                 writer.write(f"{PING}\n".encode())
