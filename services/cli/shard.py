@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -72,7 +71,7 @@ def shard_model(args: argparse.Namespace) -> dict[str, Any]:
     from meshllm.registry.expert_ranking import rank_experts
     from meshllm.registry.quality import DEFAULT_MAX_PPL_RATIO, DEFAULT_MIN_SAME_TOP, Perplexity
     from meshllm.registry.shards import ShardError, moe_layout, open_model, write_shard
-    from meshllm.scheduler.experts import assign_experts, floor_for
+    from meshllm.scheduler.experts import assign_experts, covering_size, floor_for
 
     max_ratio = args.max_ppl_ratio or DEFAULT_MAX_PPL_RATIO
     min_same_top = DEFAULT_MIN_SAME_TOP if args.min_same_top is None else args.min_same_top
@@ -87,7 +86,7 @@ def shard_model(args: argparse.Namespace) -> dict[str, Any]:
         raise ShardError("no llama-perplexity beside llama-server: run `make llama`")
     say(args, f"ranking {layout.expert_count} experts per layer …")
     ranking = rank_experts(model, imatrix.path if imatrix else None, threads=args.threads)
-    per_node = args.experts or default_experts(layout.expert_count, args.nodes)
+    per_node = args.experts or covering_size(layout.expert_count, args.nodes)
     plan = assign_experts(
         ranking.order, [per_node] * args.nodes, floor=floor_for(
             layout.expert_count, layout.expert_used_count)
@@ -118,14 +117,6 @@ def shard_model(args: argparse.Namespace) -> dict[str, Any]:
         "core": plan.core,
         "shards": shards,
     }
-
-
-def default_experts(experts: int, nodes: int) -> int:
-    """The fewest experts per shard that cover every expert with the default core."""
-    from meshllm.scheduler.experts import DEFAULT_CORE_FRACTION
-
-    core = math.ceil(experts * DEFAULT_CORE_FRACTION)
-    return min(experts, core + math.ceil((experts - core) / nodes))
 
 
 def say(args: argparse.Namespace, text: str) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from .shards import moe_layout, open_model
+
 CALIBRATION_TEXT = Path(__file__).with_name("calibration.txt")
 IMATRIX = "imatrix"  # ranked by router picks on the calibration text
 ROUTER_NORM = "router-norm"  # the fallback
@@ -46,10 +48,9 @@ def rank_experts(
     threads: int = 1,
     timeout_s: float = 1800,
 ) -> ExpertRanking:
-    """Rank `model`'s experts with the `imatrix` binary (None: it is not installed)."""
-    reader = gguf.GGUFReader(model, "r")
-    arch = str(reader.fields["general.architecture"].contents())
-    layers = int(reader.fields[f"{arch}.block_count"].contents())
+    """Rank `model`'s experts with the `imatrix` binary (None: it is not installed).
+    Raises ShardError for a file that is not a mixture of experts it can shard."""
+    layers = moe_layout(open_model(model), model).block_count
     picks: dict[int, np.ndarray] = {}
     why = "llama-imatrix is not installed"
     if imatrix is not None:
@@ -58,11 +59,12 @@ def rank_experts(
             why = "llama-imatrix recorded no expert picks"
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             why = f"llama-imatrix failed: {exc}"
-    norms = _router_norms(reader)
+    norms: dict[int, np.ndarray] | None = None  # read only for a layer that falls back
     order, scores, fallen = [], [], []
     for layer in range(layers):
         counts = picks.get(layer)
         if counts is None or not counts.any():
+            norms = _router_norms(model) if norms is None else norms
             counts = norms[layer]
             fallen.append(layer)
         scores.append(tuple(float(c) for c in counts))
@@ -112,9 +114,9 @@ def _counts_by_layer(reader: gguf.GGUFReader) -> dict[int, np.ndarray]:
     }
 
 
-def _router_norms(reader: gguf.GGUFReader) -> dict[int, np.ndarray]:
+def _router_norms(model: Path) -> dict[int, np.ndarray]:
     norms: dict[int, np.ndarray] = {}
-    for tensor in reader.tensors:
+    for tensor in gguf.GGUFReader(model, "r").tensors:
         match = re.fullmatch(r"blk\.(\d+)\.ffn_gate_inp\.weight", tensor.name)
         if match:
             rows = gguf.quants.dequantize(tensor.data, tensor.tensor_type)

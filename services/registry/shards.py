@@ -120,7 +120,7 @@ def write_shard(
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with source.open("rb") as src, tmp.open("wb") as out:
-            out.write(_header_bytes(source, header, layout, plan, count, used))
+            out.write(_header_bytes(src, header, layout, plan, count, used))
             _copy_data(src, out, plan, header.alignment, progress)
         verify_shard(tmp, header, layout, count, used)
         os.replace(tmp, dest)
@@ -180,7 +180,7 @@ def _merged(ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
 
 
 def _header_bytes(
-    source: Path,
+    src: BinaryIO,
     header: GgufHeader,
     layout: MoeLayout,
     plan: list[_PlannedTensor],
@@ -190,9 +190,7 @@ def _header_bytes(
     """The shard's header: the source's metadata bytes with the expert counts rewritten,
     then a new tensor table, padded to the data's alignment."""
     kv_start, kv_end = header.kv_span
-    with source.open("rb") as f:
-        f.seek(kv_start)
-        metadata = bytearray(f.read(kv_end - kv_start))
+    metadata = bytearray(os.pread(src.fileno(), kv_end - kv_start, kv_start))
     for key, value in ((f"{layout.architecture}.expert_count", count),
                        (f"{layout.architecture}.expert_used_count", used)):  # fmt: skip
         if key in header.scalar_at:
@@ -232,7 +230,6 @@ def _copy_data(
         pad = _padded(tensor.n_bytes, alignment) - tensor.n_bytes
         os.pwrite(out.fileno(), bytes(pad), position)
         position += pad
-    out.seek(position)
 
 
 def _copy_range(src: int, offset: int, out: int, position: int, length: int) -> None:

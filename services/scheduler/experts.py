@@ -41,6 +41,13 @@ def floor_for(expert_count: int, expert_used_count: int) -> int:
     return max(expert_used_count, math.ceil(expert_count * FLOOR_FRACTION))
 
 
+def covering_size(experts: int, nodes: int, core_fraction: float = DEFAULT_CORE_FRACTION) -> int:
+    """The fewest experts per shard that, over `nodes` shards with the default core, still
+    hold every expert somewhere."""
+    core = math.ceil(experts * core_fraction)
+    return min(experts, core + math.ceil((experts - core) / nodes))
+
+
 def assign_experts(
     ranking: Sequence[Sequence[int]],
     capacities: Sequence[int],

@@ -7,7 +7,12 @@ import random
 
 import pytest
 
-from meshllm.scheduler.experts import ExpertPlanError, assign_experts, floor_for
+from meshllm.scheduler.experts import (
+    ExpertPlanError,
+    assign_experts,
+    covering_size,
+    floor_for,
+)
 
 
 def rankings(layers: int, experts: int, seed: int = 0) -> list[list[int]]:
@@ -116,3 +121,13 @@ def test_bad_rankings_are_refused() -> None:
         assign_experts([[0, 1, 1, 3]], [3, 3], floor=1)
     with pytest.raises(ExpertPlanError, match="no layers or no nodes"):
         assign_experts([], [3], floor=1)
+
+
+@pytest.mark.parametrize(
+    ("experts", "nodes", "size"), [(8, 2, 6), (8, 3, 6), (8, 4, 5), (128, 2, 96), (8, 1, 8)]
+)
+def test_covering_size_is_the_fewest_that_cover_every_expert(
+    experts: int, nodes: int, size: int
+) -> None:
+    assert covering_size(experts, nodes) == size
+    assign_experts(rankings(1, experts), [size] * nodes, floor=1)  # covers: no error
