@@ -78,6 +78,8 @@ def shard_model(args: argparse.Namespace) -> dict[str, Any]:
     model = Path(args.model)
     if args.nodes < 1:
         raise ShardError("--nodes must be at least 1")
+    if args.experts < 0:
+        raise ShardError("--experts must be a number of experts per shard (or 0: the fewest)")
     layout = moe_layout(open_model(model), model)
     llama = find_binary("llama-server").path
     imatrix = find_companion("llama-imatrix", llama)

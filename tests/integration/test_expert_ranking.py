@@ -104,3 +104,16 @@ def test_the_shard_command_refuses_a_dense_model_in_one_line(tiny_model: Path) -
         f"mesh-llm dev shard: {tiny_model.name} is not a mixture-of-experts model "
         "(no llama.expert_count)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--nodes", "0"], "--nodes must be at least 1"), (["--experts", "-3"], "--experts must be")],
+)
+def test_the_shard_command_refuses_bad_flags_in_one_line(
+    moe_model: Path, flags: list[str], message: str
+) -> None:
+    done = shard_cli(str(moe_model), *flags)
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
