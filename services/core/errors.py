@@ -82,6 +82,16 @@ class InvalidRequest(MeshError):
     default_code = "invalid_request"
 
 
+class Refused(MeshError):
+    """The request was understood but the mesh will not do it as things stand (an expert
+    shard that failed the quality gate)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    openai_type = "invalid_request_error"
+    default_code = "refused"
+
+
 class RequestTimeout(InvalidRequest):
     http_status = 408
     default_code = "request_timeout"
@@ -125,6 +135,7 @@ _BY_CODE: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: UpstreamTimeout,
     grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
     grpc.StatusCode.PERMISSION_DENIED: Forbidden,
+    grpc.StatusCode.FAILED_PRECONDITION: Refused,
 }
 
 

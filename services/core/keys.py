@@ -3,6 +3,8 @@
     /mesh/<mesh>/workers/<node>/<worker>              WorkerRecord      worker's lease
     /mesh/<mesh>/services/<kind>/<instance>           ServiceRecord     the service's lease
     /mesh/<mesh>/catalog/<model>                      CatalogEntry      no lease
+    /mesh/<mesh>/experts/<model>                      ExpertRanking     no lease
+    /mesh/<mesh>/shards/<model>/<shard>               ShardRecord       no lease
     /mesh/<mesh>/files/<model>/<node>                 ModelFile         the registry's lease
     /mesh/<mesh>/demand/<model>/<origin>              Demand            the origin's lease
     /mesh/<mesh>/assignments/<node>/<worker>/<id>     Assignment        the worker's lease
@@ -66,6 +68,15 @@ def expert_rankings(mesh: str) -> str:
 
 def expert_ranking(mesh: str, model: str) -> str:
     return expert_rankings(mesh) + _part(model)
+
+
+def shards(mesh: str, model: str | None = None) -> str:
+    base = _root(mesh) + "shards/"
+    return base if model is None else f"{base}{_part(model)}/"
+
+
+def shard(mesh: str, model: str, shard_id: str) -> str:
+    return shards(mesh, model) + _part(shard_id)
 
 
 def files(mesh: str, model: str | None = None) -> str:

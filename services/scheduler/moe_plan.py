@@ -5,7 +5,8 @@ experts that fits none of them whole, and how many experts each shard holds.
 - Each device's shard is as large as it can hold: the trunk (every tensor that is not
   per-expert, with the KV cache and headroom the caller adds) plus as many experts as the
   rest of its memory takes, never more than the model has.
-- A device that cannot hold the floor of experts (`experts.floor_for`) takes no shard.
+- A device that cannot hold the floor of experts (`experts.floor_for`, or more where shards
+  of a size failed the quality gate: `min_experts`) takes no shard.
 - The fewest devices win, the largest first: fewer, bigger shards lose less quality, and
   every shard that is added is one more node that each session's hash can land on.
 """
@@ -47,13 +48,16 @@ def plan_shards(
     ranking: Sequence[Sequence[int]],
     *,
     force: bool = False,
+    min_experts: int = 0,
 ) -> tuple[ShardPlan | None, list[str]]:
     """The shard plan, or None with the reasons there is none. `force` shards a model that
-    one device could hold (for tests and benchmarks)."""
+    one device could hold (for tests and benchmarks); `min_experts` raises the floor."""
     whole = model.trunk_bytes + model.experts * model.expert_bytes
     if not force and any(d.free_bytes >= whole for d in devices):
         return None, ["fits on one device whole: not sharded"]
-    floor = floor_for(model.experts, model.experts_used)
+    floor = max(floor_for(model.experts, model.experts_used), min_experts)
+    if min_experts >= model.experts:
+        return None, [f"shards of up to {min_experts - 1} experts failed the quality gate"]
     reasons: list[str] = []
     usable: list[tuple[int, Device]] = []
     for device in devices:

@@ -18,6 +18,15 @@ A model that fits no single worker (or whose want asks for a split) is split by 
 (split.py): a host assignment naming its peers and one peer assignment per peer, all in one
 group, created together or not at all. A split group stays whole only while every peer is
 still within the RTT cap of its host.
+
+A mixture of experts that fits no single worker is sharded by experts instead (moe_plan.py),
+once the registry has ranked its experts: one shard assignment per device, each naming its
+experts and its plan's shard ids, all in one group. Its shards need no file (the registry
+that holds it delivers each node its shard). Unlike a split, a shard group is kept in part:
+every shard serves alone, so losing one keeps the others (and their sessions) where they
+are; the lost shard is placed again on a free device when one can hold it. A shard that
+failed the quality gate is withdrawn, and shards of that size or smaller are not planned
+again: the plan asks for bigger shards on fewer devices, or waits.
 """
 
 from __future__ import annotations
@@ -27,8 +36,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.shard_ids import shard_id
 
 from . import split
+from .moe_plan import MoeModel, plan_shards
 from .settings import PlacementSettings
 
 GiB = 2**30
@@ -61,6 +72,42 @@ def memory_needed(facts: pb.ModelFacts, context: int, settings: PlacementSetting
 def assignment_id(model: str, origin: str, worker: pb.WorkerRecord) -> str:
     key = f"{model}@{origin}@{worker.node}/{worker.worker_id}"
     return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class MoeInputs:
+    """What expert sharding reads: each mixture's expert ranking, and the shards the
+    registries have written and measured (model → shard id → record)."""
+
+    rankings: Mapping[str, pb.ExpertRanking] = field(default_factory=dict)
+    shards: Mapping[str, Mapping[str, pb.ShardRecord]] = field(default_factory=dict)
+
+    def record(self, model: str, shard: str) -> pb.ShardRecord | None:
+        return self.shards.get(model, {}).get(shard)
+
+    def failed(self, a: pb.Assignment) -> bool:
+        record = self.record(a.model, a.shard.shard_id)
+        return record is not None and not record.passed
+
+    def smallest_allowed(self, model: str) -> int:
+        """One more expert than the largest shard of the model that failed the gate."""
+        failed = [r.spec.expert_count for r in self.shards.get(model, {}).values() if not r.passed]
+        return max(failed, default=0) + 1
+
+
+NO_MOE = MoeInputs()
+
+
+def moe_model(facts: pb.ModelFacts, context: int, settings: PlacementSettings) -> MoeModel | None:
+    """A mixture's memory as shards see it (the trunk with its KV cache and headroom, and one
+    expert across all layers), or None for a dense model; the same terms as memory_needed."""
+    if facts.expert_count <= 0 or facts.expert_tensor_bytes <= 0:
+        return None
+    scale = 1 + settings.headroom_fraction
+    trunk_weights = max(facts.file_size_bytes - facts.expert_tensor_bytes, 0)
+    trunk = trunk_weights * scale + facts.kv_bytes_per_token * context + settings.headroom_bytes
+    per_expert = -(-int(facts.expert_tensor_bytes * scale) // facts.expert_count)
+    return MoeModel(int(trunk), per_expert, facts.expert_count, facts.expert_used_count)
 
 
 @dataclass(frozen=True)
@@ -105,18 +152,32 @@ def plan(
     assignments: Mapping[str, pb.Assignment],
     settings: PlacementSettings,
     rtt: RttFn = no_rtt,
+    moe: MoeInputs = NO_MOE,
 ) -> Plan:
     """`files`: model → nodes holding its file. `assignments`: key → Assignment. `rtt`: the
-    measured round-trip time between two nodes."""
+    measured round-trip time between two nodes. `moe`: rankings and shard records."""
     result = Plan()
     wants = list(wants)
     wanted = {(w.model, w.origin) for w in wants}
     live = {(w.node, w.worker_id): w for w in workers}
     used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
     served: set[tuple[str, str]] = set()
+    shard_groups: list[list[pb.Assignment]] = []
     for members in groups_of(assignments):
         lead = members[0][1]
         want = (lead.model, lead.origin)
+        if lead.role == pb.ASSIGNMENT_ROLE_SHARD:
+            serving = [(k, a) for k, a in members if _shard_serves(a, live, moe)]
+            if want not in wanted or want in served:
+                serving = []
+            result.keep.extend(serving)
+            result.delete.extend(k for k, a in members if (k, a) not in serving)
+            for _, a in serving:
+                used[(a.node, a.worker_id)] += a.memory_bytes
+            if serving:
+                served.add(want)
+                shard_groups.append([a for _, a in serving])
+            continue
         whole = group_is_whole(members, live) and peers_in_reach(lead, rtt)
         if want in wanted and want not in served and whole:
             result.keep.extend(members)
@@ -131,12 +192,20 @@ def plan(
             result.delete.append(key)
             used[(a.node, a.worker_id)] -= a.memory_bytes
             served.discard((a.model, a.origin))
+    for group in shard_groups:
+        _replace_lost_shards(group, catalog, live, used, settings, moe, result)
     for want in wants:
         if (want.model, want.origin) in served:
             result.report(want.model, True, [])
         else:
-            _place(want, catalog, files, live, used, settings, result, rtt)
+            _place(want, catalog, files, live, used, settings, result, rtt, moe)
     return result
+
+
+def _shard_serves(
+    a: pb.Assignment, live: Mapping[tuple[str, str], pb.WorkerRecord], moe: MoeInputs
+) -> bool:
+    return (a.node, a.worker_id) in live and not moe.failed(a)
 
 
 LEADS = (pb.ASSIGNMENT_ROLE_SOLO, pb.ASSIGNMENT_ROLE_HOST, pb.ASSIGNMENT_ROLE_UNSPECIFIED)
@@ -185,6 +254,7 @@ def _place(
     settings: PlacementSettings,
     result: Plan,
     rtt: RttFn = no_rtt,
+    moe: MoeInputs = NO_MOE,
 ) -> None:
     entry = catalog.get(want.model)
     if entry is None:
@@ -200,12 +270,19 @@ def _place(
         worker, more = choose_worker(need, others, used)
         fit_reasons += more
     reasons += fit_reasons
+    mixture = moe_model(entry.facts, context, settings)
+    if mixture is not None and (worker is None or want.split):
+        group, shard_reasons = _shard_group(want, mixture, context, files, live, used, moe)
+        if group:
+            _create(group, used, result)
+            result.report(want.model, True, shard_reasons)
+            return
+        result.report(want.model, False, [*reasons, *shard_reasons])
+        return
     if worker is None or want.split:
         group, split_reasons = _split_group(want, need, context, candidates, live, used, rtt)
         if group:
-            for w, a in group:
-                used[(w.node, w.worker_id)] += a.memory_bytes
-                result.create.append((w, a))
+            _create(group, used, result)
             result.report(want.model, True, split_reasons)
             return
         reasons += split_reasons
@@ -228,6 +305,141 @@ def _place(
     )
     result.create.append((worker, assignment))
     result.report(want.model, True, reasons)
+
+
+def _create(
+    group: list[tuple[pb.WorkerRecord, pb.Assignment]],
+    used: dict[tuple[str, str], int],
+    result: Plan,
+) -> None:
+    for w, a in group:
+        used[(w.node, w.worker_id)] += a.memory_bytes
+        result.create.append((w, a))
+
+
+def _free_devices(
+    live: Mapping[tuple[str, str], pb.WorkerRecord], used: Mapping[tuple[str, str], int]
+) -> list[split.Device]:
+    return [
+        split.Device(w.node, w.worker_id, w.device.memory_budget_bytes - used.get(key, 0))
+        for key, w in sorted(live.items())
+        if not w.draining and w.device.memory_budget_bytes > used.get(key, 0)
+    ]
+
+
+def _shard_group(
+    want: Want,
+    model: MoeModel,
+    context: int,
+    files: Mapping[str, set[str]],
+    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    used: Mapping[tuple[str, str], int],
+    moe: MoeInputs,
+) -> tuple[list[tuple[pb.WorkerRecord, pb.Assignment]], list[str]]:
+    """One shard assignment per device of an expert-shard plan, or none with reasons."""
+    if not files.get(want.model):
+        return [], ["shards: no registry holds the file to write them from"]
+    ranking = moe.rankings.get(want.model)
+    if ranking is None or not ranking.layers:
+        return [], ["shards: waiting for the registry to rank the experts"]
+    order = [list(layer.experts) for layer in ranking.layers]
+    chosen, reasons = plan_shards(
+        model,
+        _free_devices(live, used),
+        order,
+        force=want.split,
+        min_experts=moe.smallest_allowed(want.model),
+    )
+    if chosen is None:
+        return [], [f"shards: {r}" for r in reasons]
+    specs = [
+        pb.ShardSpec(
+            shard_id=shard_id(want.model, layers),
+            expert_count=len(layers[0]),
+            layers=[pb.LayerExperts(experts=list(experts)) for experts in layers],
+            core=chosen.experts.core,
+        )
+        for layers in chosen.experts.shards
+    ]
+    ids = [spec.shard_id for spec in specs]
+    for spec in specs:
+        spec.plan.extend(ids)
+    parts = ", ".join(
+        f"{d.name} {spec.expert_count}" for d, spec in zip(chosen.devices, specs, strict=True)
+    )
+    why = [
+        f"expert shards over {len(specs)} devices ({parts} of {model.experts} experts, "
+        f"core {chosen.experts.core}), ranked by {ranking.method}",
+        *reasons,
+    ]
+    workers = [live[(d.node, d.worker_id)] for d in chosen.devices]
+    group_id = assignment_id(want.model, want.origin, workers[0])
+    return [
+        (w, _shard_assignment(want, w, spec, model, context, group_id, why))
+        for w, spec in zip(workers, specs, strict=True)
+    ], why
+
+
+def _shard_assignment(
+    want: Want,
+    worker: pb.WorkerRecord,
+    spec: pb.ShardSpec,
+    model: MoeModel,
+    context: int,
+    group_id: str,
+    reasons: list[str],
+) -> pb.Assignment:
+    return pb.Assignment(
+        id=assignment_id(want.model, want.origin, worker),
+        group_id=group_id,
+        model=want.model,
+        node=worker.node,
+        worker_id=worker.worker_id,
+        role=pb.ASSIGNMENT_ROLE_SHARD,
+        context=context,
+        memory_bytes=model.trunk_bytes + spec.expert_count * model.expert_bytes,
+        reasons=reasons,
+        origin=want.origin,
+        shard=spec,
+    )
+
+
+def _replace_lost_shards(
+    group: list[pb.Assignment],
+    catalog: Mapping[str, pb.CatalogEntry],
+    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    used: dict[tuple[str, str], int],
+    settings: PlacementSettings,
+    moe: MoeInputs,
+    result: Plan,
+) -> None:
+    """A shard of the group's plan that no live member holds (its node went away) goes to a
+    free device that can hold it, with the same experts, when its record says which they
+    are; the members still serving stay where they are."""
+    first = group[0]
+    entry = catalog.get(first.model)
+    if entry is None:
+        return
+    model = moe_model(entry.facts, first.context, settings)
+    held = {a.shard.shard_id for a in group}
+    busy = {(a.node, a.worker_id) for a in group}
+    for missing in [s for s in first.shard.plan if s not in held]:
+        record = moe.record(first.model, missing)
+        if model is None or record is None or not record.passed:
+            continue
+        spec = pb.ShardSpec()
+        spec.CopyFrom(record.spec)
+        spec.plan[:] = list(first.shard.plan)
+        need = model.trunk_bytes + spec.expert_count * model.expert_bytes
+        free = [w for key, w in live.items() if key not in busy]
+        worker, _ = choose_worker(need, free, used)
+        if worker is None:
+            continue
+        want = Want(first.model, first.origin, first.context)
+        why = [f"replaces the lost shard {missing} ({spec.expert_count} experts)"]
+        a = _shard_assignment(want, worker, spec, model, first.context, first.group_id, why)
+        _create([(worker, a)], used, result)
+        busy.add((worker.node, worker.worker_id))
 
 
 def _split_group(

@@ -32,6 +32,8 @@ class MeshView:
         self.files = PrefixCache(store, keys.files(mesh), pb.ModelFile)
         self.placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
         self.rtt = PrefixCache(store, keys.rtts(mesh), pb.RttReport)
+        self.rankings = PrefixCache(store, keys.expert_rankings(mesh), pb.ExpertRanking)
+        self.shards = PrefixCache(store, keys.shards(mesh), pb.ShardRecord)
         # every cache but `placement` (our own output) triggers a new plan
         self.inputs = [
             self.workers,
@@ -40,6 +42,8 @@ class MeshView:
             self.assignments,
             self.files,
             self.rtt,
+            self.rankings,
+            self.shards,
         ]
         self.caches = [*self.inputs, self.placement]
 
@@ -58,6 +62,27 @@ class MeshView:
                 pair = (min(report.node, other), max(report.node, other))
                 table[pair] = max(ms, table.get(pair, ms))
         return lambda a, b: table.get((min(a, b), max(a, b)))
+
+    def moe_inputs(self) -> placement.MoeInputs:
+        """Rankings and shard records, leaving out those older than their model's
+        registration (a file registered again is ranked and measured again)."""
+        registered = {e.name: e.registered_unix for e in self.catalog.items.values()}
+        rankings = {
+            r.model: r
+            for r in self.rankings.items.values()
+            if r.ranked_unix >= registered.get(r.model, 0)
+        }
+        shards: dict[str, dict[str, pb.ShardRecord]] = {}
+        for record in self.shards.items.values():
+            if record.written_unix >= registered.get(record.model, 0):
+                shards.setdefault(record.model, {})[record.spec.shard_id] = record
+        return placement.MoeInputs(rankings, shards)
+
+    def shard_records(self, model: str) -> list[pb.ShardRecord]:
+        return sorted(
+            (r for r in self.shards.items.values() if r.model == model),
+            key=lambda r: r.spec.shard_id,
+        )
 
     def catalog_by_name(self) -> dict[str, pb.CatalogEntry]:
         return {e.name: e for e in self.catalog.items.values()}
@@ -112,6 +137,7 @@ class Planner(LoopComponent):
             view.assignments.items,
             self._settings,
             view.rtt_between(),
+            view.moe_inputs(),
         )
         if not self._election.is_leader.is_set():
             return

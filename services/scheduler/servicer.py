@@ -31,7 +31,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             (s for s in self._view.placement.items.values() if s.model == request.model), None
         )
         assignments = [a for a in self._view.assignments.items.values() if a.model == request.model]
-        response = spb.ExplainPlacementResponse(assignments=assignments)
+        response = spb.ExplainPlacementResponse(
+            assignments=assignments, shards=self._view.shard_records(request.model)
+        )
         if status is not None:
             response.status.CopyFrom(status)
         else:

@@ -38,6 +38,7 @@ class AssignmentRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ASSIGNMENT_ROLE_SOLO: _ClassVar[AssignmentRole]
     ASSIGNMENT_ROLE_HOST: _ClassVar[AssignmentRole]
     ASSIGNMENT_ROLE_PEER: _ClassVar[AssignmentRole]
+    ASSIGNMENT_ROLE_SHARD: _ClassVar[AssignmentRole]
 DEVICE_KIND_UNSPECIFIED: DeviceKind
 DEVICE_KIND_CPU: DeviceKind
 DEVICE_KIND_CUDA: DeviceKind
@@ -58,6 +59,7 @@ ASSIGNMENT_ROLE_UNSPECIFIED: AssignmentRole
 ASSIGNMENT_ROLE_SOLO: AssignmentRole
 ASSIGNMENT_ROLE_HOST: AssignmentRole
 ASSIGNMENT_ROLE_PEER: AssignmentRole
+ASSIGNMENT_ROLE_SHARD: AssignmentRole
 
 class Device(_message.Message):
     __slots__ = ("id", "kind", "name", "uuid", "pci_bus_id", "index", "memory_total_bytes", "memory_free_bytes", "memory_budget_bytes")
@@ -296,6 +298,52 @@ class Demand(_message.Message):
     split: bool
     def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ..., split: _Optional[bool] = ...) -> None: ...
 
+class LayerExperts(_message.Message):
+    __slots__ = ("experts",)
+    EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    experts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, experts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ShardSpec(_message.Message):
+    __slots__ = ("shard_id", "expert_count", "layers", "core", "plan")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CORE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    expert_count: int
+    layers: _containers.RepeatedCompositeFieldContainer[LayerExperts]
+    core: int
+    plan: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shard_id: _Optional[str] = ..., expert_count: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerExperts, _Mapping]]] = ..., core: _Optional[int] = ..., plan: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShardRecord(_message.Message):
+    __slots__ = ("model", "spec", "node", "size_bytes", "sha256", "passed", "ppl_ratio", "same_top", "mean_kld", "quality", "written_unix")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    PPL_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SAME_TOP_FIELD_NUMBER: _ClassVar[int]
+    MEAN_KLD_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    spec: ShardSpec
+    node: str
+    size_bytes: int
+    sha256: str
+    passed: bool
+    ppl_ratio: float
+    same_top: float
+    mean_kld: float
+    quality: str
+    written_unix: int
+    def __init__(self, model: _Optional[str] = ..., spec: _Optional[_Union[ShardSpec, _Mapping]] = ..., node: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., passed: _Optional[bool] = ..., ppl_ratio: _Optional[float] = ..., same_top: _Optional[float] = ..., mean_kld: _Optional[float] = ..., quality: _Optional[str] = ..., written_unix: _Optional[int] = ...) -> None: ...
+
 class PeerShare(_message.Message):
     __slots__ = ("node", "worker_id", "share", "memory_bytes", "assignment_id")
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -311,7 +359,7 @@ class PeerShare(_message.Message):
     def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., share: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., assignment_id: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin", "group_id", "peers", "share")
+    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin", "group_id", "peers", "share", "shard")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +373,7 @@ class Assignment(_message.Message):
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     node: str
@@ -338,7 +387,8 @@ class Assignment(_message.Message):
     group_id: str
     peers: _containers.RepeatedCompositeFieldContainer[PeerShare]
     share: float
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ..., group_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerShare, _Mapping]]] = ..., share: _Optional[float] = ...) -> None: ...
+    shard: ShardSpec
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ..., group_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerShare, _Mapping]]] = ..., share: _Optional[float] = ..., shard: _Optional[_Union[ShardSpec, _Mapping]] = ...) -> None: ...
 
 class PlacementStatus(_message.Message):
     __slots__ = ("model", "placed", "reasons", "updated_unix")

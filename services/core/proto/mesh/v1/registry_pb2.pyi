@@ -60,3 +60,45 @@ class LocateModelResponse(_message.Message):
     path: str
     facts: _common_pb2.ModelFacts
     def __init__(self, path: _Optional[str] = ..., facts: _Optional[_Union[_common_pb2.ModelFacts, _Mapping]] = ...) -> None: ...
+
+class PrepareShardRequest(_message.Message):
+    __slots__ = ("model", "spec")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    spec: _common_pb2.ShardSpec
+    def __init__(self, model: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.ShardSpec, _Mapping]] = ...) -> None: ...
+
+class ShardProgress(_message.Message):
+    __slots__ = ("stage", "done", "total", "record", "path")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    done: int
+    total: int
+    record: _common_pb2.ShardRecord
+    path: str
+    def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., record: _Optional[_Union[_common_pb2.ShardRecord, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ReadShardRequest(_message.Message):
+    __slots__ = ("model", "shard_id", "offset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    shard_id: str
+    offset: int
+    def __init__(self, model: _Optional[str] = ..., shard_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ShardChunk(_message.Message):
+    __slots__ = ("offset", "data", "size_bytes")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    size_bytes: int
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...

@@ -55,6 +55,16 @@ class RegistryServiceStub:
                 request_serializer=mesh_dot_v1_dot_registry__pb2.LocateModelRequest.SerializeToString,
                 response_deserializer=mesh_dot_v1_dot_registry__pb2.LocateModelResponse.FromString,
                 _registered_method=True)
+        self.PrepareShard = channel.unary_stream(
+                '/mesh.v1.RegistryService/PrepareShard',
+                request_serializer=mesh_dot_v1_dot_registry__pb2.PrepareShardRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_registry__pb2.ShardProgress.FromString,
+                _registered_method=True)
+        self.ReadShard = channel.unary_stream(
+                '/mesh.v1.RegistryService/ReadShard',
+                request_serializer=mesh_dot_v1_dot_registry__pb2.ReadShardRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_registry__pb2.ShardChunk.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -88,6 +98,23 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareShard(self, request, context):
+        """Writes the expert shard of a mixture whose file this registry holds (or finds it
+        written before), measures it against the full model and records it under /shards/.
+        Streams progress; the last message carries the record. A shard that fails the quality
+        gate ends in FAILED_PRECONDITION (and is recorded as failed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadShard(self, request, context):
+        """A prepared shard's bytes from `offset` on, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +137,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.LocateModel,
                     request_deserializer=mesh_dot_v1_dot_registry__pb2.LocateModelRequest.FromString,
                     response_serializer=mesh_dot_v1_dot_registry__pb2.LocateModelResponse.SerializeToString,
+            ),
+            'PrepareShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.PrepareShard,
+                    request_deserializer=mesh_dot_v1_dot_registry__pb2.PrepareShardRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_registry__pb2.ShardProgress.SerializeToString,
+            ),
+            'ReadShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadShard,
+                    request_deserializer=mesh_dot_v1_dot_registry__pb2.ReadShardRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_registry__pb2.ShardChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +258,60 @@ class RegistryService:
             '/mesh.v1.RegistryService/LocateModel',
             mesh_dot_v1_dot_registry__pb2.LocateModelRequest.SerializeToString,
             mesh_dot_v1_dot_registry__pb2.LocateModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.v1.RegistryService/PrepareShard',
+            mesh_dot_v1_dot_registry__pb2.PrepareShardRequest.SerializeToString,
+            mesh_dot_v1_dot_registry__pb2.ShardProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.v1.RegistryService/ReadShard',
+            mesh_dot_v1_dot_registry__pb2.ReadShardRequest.SerializeToString,
+            mesh_dot_v1_dot_registry__pb2.ShardChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as mesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/v1/scheduler.proto\x12\x07mesh.v1\x1a\x14mesh/v1/common.proto\"\x10\n\x0eGetPlanRequest\"\x8f\x01\n\x0fGetPlanResponse\x12\x0e\n\x06leader\x18\x01 \x01(\x08\x12\x17\n\x0fleader_instance\x18\x02 \x01(\t\x12(\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\x13.mesh.v1.Assignment\x12)\n\x07pending\x18\x04 \x03(\x0b\x32\x18.mesh.v1.PlacementStatus\"(\n\x17\x45xplainPlacementRequest\x12\r\n\x05model\x18\x01 \x01(\t\"n\n\x18\x45xplainPlacementResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.mesh.v1.PlacementStatus\x12(\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x13.mesh.v1.Assignment2\xa9\x01\n\x10SchedulerService\x12<\n\x07GetPlan\x12\x17.mesh.v1.GetPlanRequest\x1a\x18.mesh.v1.GetPlanResponse\x12W\n\x10\x45xplainPlacement\x12 .mesh.v1.ExplainPlacementRequest\x1a!.mesh.v1.ExplainPlacementResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/v1/scheduler.proto\x12\x07mesh.v1\x1a\x14mesh/v1/common.proto\"\x10\n\x0eGetPlanRequest\"\x8f\x01\n\x0fGetPlanResponse\x12\x0e\n\x06leader\x18\x01 \x01(\x08\x12\x17\n\x0fleader_instance\x18\x02 \x01(\t\x12(\n\x0b\x61ssignments\x18\x03 \x03(\x0b\x32\x13.mesh.v1.Assignment\x12)\n\x07pending\x18\x04 \x03(\x0b\x32\x18.mesh.v1.PlacementStatus\"(\n\x17\x45xplainPlacementRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x94\x01\n\x18\x45xplainPlacementResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.mesh.v1.PlacementStatus\x12(\n\x0b\x61ssignments\x18\x02 \x03(\x0b\x32\x13.mesh.v1.Assignment\x12$\n\x06shards\x18\x03 \x03(\x0b\x32\x14.mesh.v1.ShardRecord2\xa9\x01\n\x10SchedulerService\x12<\n\x07GetPlan\x12\x17.mesh.v1.GetPlanRequest\x1a\x18.mesh.v1.GetPlanResponse\x12W\n\x10\x45xplainPlacement\x12 .mesh.v1.ExplainPlacementRequest\x1a!.mesh.v1.ExplainPlacementResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPLANRESPONSE']._serialized_end=220
   _globals['_EXPLAINPLACEMENTREQUEST']._serialized_start=222
   _globals['_EXPLAINPLACEMENTREQUEST']._serialized_end=262
-  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_start=264
-  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_end=374
-  _globals['_SCHEDULERSERVICE']._serialized_start=377
-  _globals['_SCHEDULERSERVICE']._serialized_end=546
+  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_start=265
+  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_end=413
+  _globals['_SCHEDULERSERVICE']._serialized_start=416
+  _globals['_SCHEDULERSERVICE']._serialized_end=585
 # @@protoc_insertion_point(module_scope)

@@ -30,9 +30,11 @@ class ExplainPlacementRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ExplainPlacementResponse(_message.Message):
-    __slots__ = ("status", "assignments")
+    __slots__ = ("status", "assignments", "shards")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.PlacementStatus
     assignments: _containers.RepeatedCompositeFieldContainer[_common_pb2.Assignment]
-    def __init__(self, status: _Optional[_Union[_common_pb2.PlacementStatus, _Mapping]] = ..., assignments: _Optional[_Iterable[_Union[_common_pb2.Assignment, _Mapping]]] = ...) -> None: ...
+    shards: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShardRecord]
+    def __init__(self, status: _Optional[_Union[_common_pb2.PlacementStatus, _Mapping]] = ..., assignments: _Optional[_Iterable[_Union[_common_pb2.Assignment, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[_common_pb2.ShardRecord, _Mapping]]] = ...) -> None: ...
