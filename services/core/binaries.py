@@ -59,5 +59,15 @@ def find_companion(name: str, beside: str) -> Binary | None:
         return None
 
 
+def llama_tool(name: str) -> str | None:
+    """A llama.cpp tool of the same build as the llama-server found (llama-imatrix,
+    llama-perplexity), or None when there is none."""
+    try:
+        found = find_companion(name, find_binary("llama-server").path)
+    except Unavailable:
+        return None
+    return found.path if found else None
+
+
 def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import AsyncIterator
 
 from . import keys
 from .errors import Unavailable
@@ -16,13 +17,21 @@ from .proto.mesh.v1 import registry_pb2_grpc, scheduler_pb2_grpc
 from .proto.mesh.v1 import scheduler_pb2 as spb
 from .store import EtcdStore
 
+PREPARE_TIMEOUT_S = 3 * 3600.0  # writing and measuring a large shard, or streaming it
 
-async def find_service(store: EtcdStore, mesh: str, kind: str, node: str = "") -> str:
+
+async def find_service(
+    store: EtcdStore, mesh: str, kind: str, node: str = "", *, only_node: bool = False
+) -> str:
+    """The address of a `kind` service, on `node` when there is one there (and only there
+    with `only_node`)."""
     records, _ = await store.get_prefix(keys.services(mesh, kind), pb.ServiceRecord)
     candidates = [r for r in records.values() if r.grpc_address]
+    local = [r for r in candidates if r.node == node]
+    if only_node and not local:
+        raise Unavailable(f"no {kind} service is running on node {node}")
     if not candidates:
         raise Unavailable(f"no {kind} service is running in mesh '{mesh}'")
-    local = [r for r in candidates if r.node == node]
     return random.choice(local or candidates).grpc_address
 
 
@@ -36,9 +45,16 @@ class RegistryClient:
 
     @classmethod
     async def discover(
-        cls, store: EtcdStore, mesh: str, node: str, credentials: Credentials | None = None
+        cls,
+        store: EtcdStore,
+        mesh: str,
+        node: str,
+        credentials: Credentials | None = None,
+        *,
+        only_node: bool = False,
     ) -> RegistryClient:
-        return cls(await find_service(store, mesh, "registry", node), credentials)
+        address = await find_service(store, mesh, "registry", node, only_node=only_node)
+        return cls(address, credentials)
 
     async def register(self, *, path: str = "", name: str = "", alias: str = "") -> pb.CatalogEntry:
         with map_rpc_errors("RegisterModel"):
@@ -53,6 +69,24 @@ class RegistryClient:
             return await self._stub.LocateModel(
                 rpb.LocateModelRequest(model=model, node=node), timeout=30
             )
+
+    async def prepare_shard(
+        self, model: str, spec: pb.ShardSpec
+    ) -> AsyncIterator[rpb.ShardProgress]:
+        """Progress of writing and measuring the shard; the last message carries its record.
+        Refused when the shard fails the quality gate."""
+        request = rpb.PrepareShardRequest(model=model, spec=spec)
+        with map_rpc_errors("PrepareShard"):
+            async for progress in self._stub.PrepareShard(request, timeout=PREPARE_TIMEOUT_S):
+                yield progress
+
+    async def read_shard(
+        self, model: str, shard_id: str, offset: int
+    ) -> AsyncIterator[rpb.ShardChunk]:
+        request = rpb.ReadShardRequest(model=model, shard_id=shard_id, offset=offset)
+        with map_rpc_errors("ReadShard"):
+            async for chunk in self._stub.ReadShard(request, timeout=PREPARE_TIMEOUT_S):
+                yield chunk
 
     async def inspect(self, path: str) -> pb.ModelFacts:
         with map_rpc_errors("InspectModel"):

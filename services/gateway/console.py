@@ -47,6 +47,7 @@ def create_console(
     placement = PrefixCache(store, keys.placements(mesh), pb.PlacementStatus)
     rtt = PrefixCache(store, keys.rtts(mesh), pb.RttReport)
     assignments = PrefixCache(store, keys.assignments(mesh), pb.Assignment)
+    shards = PrefixCache(store, keys.shards(mesh), pb.ShardRecord)
     app = FastAPI(title="Mesh LLM console", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
@@ -79,9 +80,10 @@ def create_console(
                 for _, r in sorted(rtt.items.items())
             ],
             "groups": split_groups(assignments.items.values()),
+            "shards": shard_groups(assignments.items.values(), shards.items.values()),
         }
 
-    return app, [workers, placement, rtt, assignments]
+    return app, [workers, placement, rtt, assignments, shards]
 
 
 ROLE_NAMES = {pb.ASSIGNMENT_ROLE_HOST: "host", pb.ASSIGNMENT_ROLE_PEER: "peer"}
@@ -115,3 +117,45 @@ def split_groups(assignments: Iterable[pb.Assignment]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def shard_groups(
+    assignments: Iterable[pb.Assignment], records: Iterable[pb.ShardRecord]
+) -> list[dict[str, Any]]:
+    """Each mixture's expert shards: where each runs, its experts per layer, and the quality
+    the registry measured for it (null while it has not been measured)."""
+    measured = {(r.model, r.spec.shard_id): r for r in records}
+    groups: dict[str, list[pb.Assignment]] = {}
+    for a in assignments:
+        if a.role == pb.ASSIGNMENT_ROLE_SHARD:
+            groups.setdefault(a.group_id, []).append(a)
+    out = []
+    for group_id, members in sorted(groups.items()):
+        members.sort(key=lambda a: (a.node, a.worker_id))
+        out.append({
+            "model": members[0].model,
+            "group": group_id,
+            "planned": len(members[0].shard.plan),
+            "members": [
+                {
+                    "node": a.node, "worker": a.worker_id, "shard": a.shard.shard_id,
+                    "experts": a.shard.expert_count, "core": a.shard.core,
+                    "expert_ids": [list(layer.experts) for layer in a.shard.layers],
+                    "quality": _quality(measured.get((a.model, a.shard.shard_id))),
+                }
+                for a in members
+            ],
+        })  # fmt: skip
+    return out
+
+
+def _quality(record: pb.ShardRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "passed": record.passed,
+        "ppl_ratio": round(record.ppl_ratio, 4),
+        "same_top": round(record.same_top, 4),
+        "verdict": record.quality,
+        "measured_on": record.node,
+    }

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from meshllm.core import keys
-from meshllm.core.binaries import find_binary, find_companion
-from meshllm.core.errors import Unavailable
+from meshllm.core.binaries import llama_tool
 from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, PrefixCache, StoreFailure
@@ -36,14 +35,6 @@ def ranking_message(model: str, node: str, ranking: ExpertRanking) -> pb.ExpertR
         ranked_unix=int(time.time()),
         node=node,
     )
-
-
-def imatrix_binary() -> str | None:
-    try:
-        found = find_companion("llama-imatrix", find_binary("llama-server").path)
-    except Unavailable:
-        return None
-    return found.path if found else None
 
 
 class ExpertRanker(LoopComponent):
@@ -79,9 +70,9 @@ class ExpertRanker(LoopComponent):
         logger.info("ranking the %d experts of %s", entry.facts.expert_count, entry.name)
         started = time.monotonic()
         try:
-            ranking = await asyncio.to_thread(
-                rank_experts, path, imatrix_binary(), threads=self._settings.ranking_threads
-            )
+            imatrix = llama_tool("llama-imatrix")
+            threads = self._settings.ranking_threads
+            ranking = await asyncio.to_thread(rank_experts, path, imatrix, threads=threads)
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("cannot rank the experts of %s: %s", entry.name, exc)
             return

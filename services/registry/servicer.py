@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,7 @@ from meshllm.core.store import EtcdStore, LeaseKeeper
 from . import catalog
 from .gguf_facts import GgufError, GgufFacts, read_facts
 from .settings import RegistrySettings
+from .shard_maker import ShardMaker
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +58,17 @@ async def inspect(path: Path) -> pb.ModelFacts:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, settings: RegistrySettings, store: EtcdStore, lease: LeaseKeeper) -> None:
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        store: EtcdStore,
+        lease: LeaseKeeper,
+        shards: ShardMaker | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._lease = lease
+        self._shards = shards or ShardMaker(settings, store)
         self._models_dir = Path(settings.models_dir).expanduser()
         self._cache_dir = Path(settings.cache_dir).expanduser()
 
@@ -162,3 +171,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             path = await asyncio.to_thread(catalog.fetch_builtin, request.model, self._cache_dir)
             return rpb.LocateModelResponse(path=str(path), facts=entry.facts)
         raise NotFound(f"the file of '{request.model}' is not on node {node}")
+
+    async def PrepareShard(
+        self, request: rpb.PrepareShardRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.ShardProgress]:
+        mesh = self._settings.mesh_id
+        entry = await self._store.get(keys.catalog_entry(mesh, request.model), pb.CatalogEntry)
+        if entry is None:
+            raise NotFound(f"model '{request.model}' is not in the catalog")
+        if entry.facts.expert_count <= 0:
+            raise InvalidRequest(f"'{request.model}' is not a mixture of experts", param="model")
+        node = self._settings.node
+        held = await self._store.get(keys.file_entry(mesh, request.model, node), pb.ModelFile)
+        if held is None or not Path(held.path).is_file():
+            raise NotFound(f"the file of '{request.model}' is not on node {node}")
+        async for progress in self._shards.prepare(request.model, request.spec, Path(held.path)):
+            yield progress
+
+    async def ReadShard(
+        self, request: rpb.ReadShardRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.ShardChunk]:
+        async for chunk in self._shards.read(request.model, request.shard_id, request.offset):
+            yield chunk

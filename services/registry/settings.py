@@ -6,6 +6,8 @@ from pydantic import Field
 
 from meshllm.core.config import BaseServiceSettings
 
+from .quality import DEFAULT_MAX_PPL_RATIO, DEFAULT_MIN_SAME_TOP
+
 
 def _home(*parts: str) -> str:
     return str(Path.home().joinpath(*parts))
@@ -23,5 +25,13 @@ class RegistrySettings(BaseServiceSettings):
         description="where fetched models are kept",
     )
     ranking_threads: int = Field(
-        1, ge=1, description="threads for ranking a mixture's experts (llama-imatrix)"
+        1, ge=1, description="threads for ranking and measuring a mixture's experts"
     )
+    shard_max_ppl_ratio: float = Field(
+        DEFAULT_MAX_PPL_RATIO, gt=1, description="the quality gate: a shard's perplexity over "
+        "the full model's may be at most this"
+    )  # fmt: skip
+    shard_min_same_top: float = Field(
+        DEFAULT_MIN_SAME_TOP, ge=0, le=1, description="the quality gate: how often a shard's "
+        "most likely token must be the full model's, at least"
+    )  # fmt: skip

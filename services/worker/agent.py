@@ -14,7 +14,7 @@ from pathlib import Path
 
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient, model_reference
-from meshllm.core.errors import MeshError, Unavailable
+from meshllm.core.errors import MeshError, NotFound, Refused, Unavailable
 from meshllm.core.gguf_header import read_header
 from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
@@ -24,6 +24,7 @@ from . import rpc_cache
 from .launchers import RPC_SERVER
 from .llama_server import InstanceSpec, SplitLayout, flash_attn_over_rpc
 from .settings import WorkerSettings
+from .shard_copy import LoggedProgress, ShardSource, obtain_shard
 from .supervisor import InstanceState, ManagedInstance, Supervisor
 from .tunnel import Route, TunnelClient
 
@@ -73,7 +74,8 @@ class WorkerAgent(LoopComponent):
         self._grpc_address = grpc_address
         self._dirty = asyncio.Event()
         self._hosts: dict[str, asyncio.Task[None]] = {}  # host assignment → its start-up
-        self._peers: dict[str, asyncio.Task[None]] = {}  # peer assignment → cache fill, start
+        # peer assignment → cache fill and start; shard assignment → shard copy and start
+        self._starting: dict[str, asyncio.Task[None]] = {}
         self.tunnels: dict[str, list[TunnelClient]] = {}  # host assignment → one per peer
         self.cache_helper: str | None = None  # mesh-rpc-cache-fill, when built
         self._sent_at_start: dict[str, int] = {}  # host instance → tunnel bytes when it started
@@ -206,8 +208,8 @@ class WorkerAgent(LoopComponent):
         running = {i.spec.assignment_id: i for i in self.supervisor.instances.values()}
         for assignment_id in [k for k in self._hosts if k not in wanted]:
             await self._stop_host(assignment_id)
-        for assignment_id in [k for k in self._peers if k not in wanted]:
-            task = self._peers.pop(assignment_id)
+        for assignment_id in [k for k in self._starting if k not in wanted]:
+            task = self._starting.pop(assignment_id)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -220,11 +222,13 @@ class WorkerAgent(LoopComponent):
         for assignment_id, a in wanted.items():
             if assignment_id in running or assignment_id in self._hosts:
                 continue
-            if assignment_id in self._peers and not self._peers[assignment_id].done():
+            if assignment_id in self._starting and not self._starting[assignment_id].done():
                 continue
             try:
                 if a.role == pb.ASSIGNMENT_ROLE_PEER:
-                    self._peers[a.id] = asyncio.create_task(self._start_peer(a))
+                    self._starting[a.id] = asyncio.create_task(self._start_peer(a))
+                elif a.role == pb.ASSIGNMENT_ROLE_SHARD:
+                    self._starting[a.id] = asyncio.create_task(self._start_shard(a))
                 elif a.role == pb.ASSIGNMENT_ROLE_HOST:
                     self._hosts[a.id] = asyncio.create_task(self._start_host(a))
                 else:
@@ -245,6 +249,32 @@ class WorkerAgent(LoopComponent):
             self.start_peer(a)
         except MeshError as exc:
             logger.warning("cannot start the split peer of %s: %s", a.model, exc.message)
+
+    async def _start_shard(self, a: pb.Assignment) -> None:
+        """An expert shard: its copy on this node (written, measured and sent by the registry
+        that holds the model), then a llama-server on it. A transfer or registry that fails
+        is tried again; a shard that fails the quality gate is not (placement withdraws it)."""
+        label = f"shard {a.shard.shard_id} of {a.model} ({a.shard.expert_count} experts)"
+        source = ShardSource(
+            self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
+        )
+        delay = 2.0
+        while True:
+            try:
+                path = await obtain_shard(
+                    source, a.model, a.shard, self.settings.shard_path, LoggedProgress(label)
+                )
+                await self.start_instance(a.model, a.context, a.id, a.memory_bytes, path=path)
+                return
+            except Refused as exc:
+                logger.warning("%s will not be served: %s", label, exc.message)
+                return
+            except MeshError as exc:
+                logger.warning("%s: %s; trying again in %.0fs", label, exc.message, delay)
+            except OSError as exc:
+                logger.warning("%s: %s; trying again in %.0fs", label, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def _fill_rpc_cache(self, a: pb.Assignment) -> None:
         """Before a peer's rpc-server starts: its layers' large tensors, hashed from this
@@ -409,18 +439,18 @@ class WorkerAgent(LoopComponent):
         assignment_id: str,
         memory_bytes: int = 0,
         split_of: tuple[pb.Assignment, tuple[str, ...]] | None = None,
+        path: Path | None = None,
     ) -> ManagedInstance:
+        """A llama-server for `model`: its file as the registry locates it on this node, or
+        the file at `path` (an expert shard)."""
         assert self.supervisor is not None
-        async with await RegistryClient.discover(
-            self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
-        ) as registry:
-            located = await registry.locate(model, self.settings.node)
-        context = context or min(located.facts.context_length or 4096, 4096)
+        model_path, facts = await self._model_file(model, path)
+        context = context or min(facts.context_length or 4096, 4096)
         sup = self.settings.supervisor
         spec = InstanceSpec(
             instance_id=f"{self.worker_id}-{assignment_id}",
             model=model,
-            model_path=located.path,
+            model_path=model_path,
             context=context,
             parallel=sup.parallel,
             threads=sup.threads,
@@ -431,9 +461,22 @@ class WorkerAgent(LoopComponent):
             extra_args=tuple(sup.extra_args),
             split=None
             if split_of is None
-            else split_layout(*split_of, located.facts, self.record.device.kind),
+            else split_layout(*split_of, facts, self.record.device.kind),
         )
         return self.supervisor.start(spec)
+
+    async def _model_file(self, model: str, path: Path | None) -> tuple[str, pb.ModelFacts]:
+        if path is not None:
+            key = keys.catalog_entry(self.settings.mesh_id, model)
+            entry = await self._store.get(key, pb.CatalogEntry)
+            if entry is None:
+                raise NotFound(f"model '{model}' is not in the catalog")
+            return str(path), entry.facts
+        async with await RegistryClient.discover(
+            self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
+        ) as registry:
+            located = await registry.locate(model, self.settings.node)
+        return located.path, located.facts
 
 
 def split_layout(

@@ -60,6 +60,10 @@ class WorkerSettings(BaseServiceSettings):
         default_factory=_default_llama_cache,
         description="LLAMA_CACHE of the processes; rpc-servers keep tensors in its rpc/",
     )
+    shard_dir: str = Field(
+        "", description="where expert shards delivered to this node are kept (default: "
+        "shards/ under llama_cache_dir)"
+    )  # fmt: skip
     device: str = Field("auto", description="'auto', 'cpu', or a GPU index / UUID")
     worker_id: str = Field("", description="default: the device id")
     cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")
@@ -70,6 +74,12 @@ class WorkerSettings(BaseServiceSettings):
     @property
     def rpc_cache_path(self) -> Path:
         return Path(self.llama_cache_dir).expanduser() / "rpc"
+
+    @property
+    def shard_path(self) -> Path:
+        if self.shard_dir:
+            return Path(self.shard_dir).expanduser()
+        return Path(self.llama_cache_dir).expanduser() / "shards"
 
     @property
     def model_list(self) -> list[str]:

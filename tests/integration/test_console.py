@@ -63,3 +63,36 @@ async def test_status_shows_round_trip_times_and_split_groups(
             ],
         }
     ]
+
+
+async def test_status_shows_each_expert_shard_with_its_experts_and_measured_quality(
+    store: EtcdStore, mesh_id: str
+) -> None:
+    def shard(node: str, experts: list[int]) -> pb.Assignment:
+        spec = pb.ShardSpec(
+            shard_id=f"s-{node}", expert_count=len(experts), core=2, plan=["s-n1", "s-n2"],
+            layers=[pb.LayerExperts(experts=experts)] * 2,
+        )  # fmt: skip
+        return pb.Assignment(
+            id=f"a-{node}", group_id="g9", model="moe", node=node, worker_id="cpu0",
+            role=pb.ASSIGNMENT_ROLE_SHARD, shard=spec,
+        )  # fmt: skip
+
+    for a in (shard("n1", [0, 1, 2]), shard("n2", [0, 1, 3])):
+        await store.put(keys.assignment(mesh_id, a.node, "cpu0", a.id), a)
+    record = pb.ShardRecord(
+        model="moe", spec=pb.ShardSpec(shard_id="s-n1"), node="n1", passed=True,
+        ppl_ratio=1.02, same_top=0.97, quality="perplexity x1.020 …: passes the gate",
+    )  # fmt: skip
+    await store.put(keys.shard(mesh_id, "moe", "s-n1"), record)
+    status = await status_of(store, mesh_id, "passes the gate")
+    [group] = status["shards"]
+    assert (group["model"], group["group"], group["planned"]) == ("moe", "g9", 2)
+    first, second = group["members"]
+    assert first["node"] == "n1" and first["experts"] == 3 and first["core"] == 2
+    assert first["expert_ids"] == [[0, 1, 2], [0, 1, 2]]
+    assert first["quality"] == {
+        "passed": True, "ppl_ratio": 1.02, "same_top": 0.97,
+        "verdict": "perplexity x1.020 …: passes the gate", "measured_on": "n1",
+    }  # fmt: skip
+    assert second["node"] == "n2" and second["quality"] is None  # not measured yet

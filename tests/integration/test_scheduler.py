@@ -174,3 +174,56 @@ async def test_pending_model_is_explained(
     await wait_until(pending)
     await wait_until(explained)
     assert await assignment_models(store, mesh_id) == []
+
+
+async def test_a_mixture_too_big_for_any_worker_waits_for_its_ranking_then_is_sharded(
+    schedulers: list[Scheduler], store: EtcdStore, mesh_id: str
+) -> None:
+    lease = await store.grant_lease(30)
+    for node in ("n1", "n2"):
+        await store.put(
+            keys.worker(mesh_id, node, "gpu0"),
+            pb.WorkerRecord(
+                node=node, worker_id="gpu0", lease_id=lease,
+                device=pb.Device(id="gpu0", memory_budget_bytes=10 * GiB),
+            ),
+            lease=lease,
+        )  # fmt: skip
+    facts = pb.ModelFacts(
+        file_size_bytes=12 * GiB, expert_tensor_bytes=10 * GiB, expert_count=8,
+        expert_used_count=2, block_count=2, context_length=2048,
+    )  # fmt: skip
+    await store.put(
+        keys.catalog_entry(mesh_id, "moe"),
+        pb.CatalogEntry(name="moe", facts=facts, registered_unix=1),
+    )
+    await store.put(
+        keys.file_entry(mesh_id, "moe", "n1"), pb.ModelFile(model="moe", node="n1"), lease=lease
+    )
+    await store.put(keys.demand_entry(mesh_id, "moe", "n1"), pb.Demand(model="moe"), lease=lease)
+
+    async def says(text: str) -> bool:
+        try:
+            explained = await schedulers[0].client.explain("moe")
+        except Unavailable:
+            return False
+        return any(text in r for r in explained.status.reasons)
+
+    await wait_until(lambda: says("waiting for the registry to rank the experts"))
+    order = [pb.LayerRanking(experts=list(range(8)))] * 2
+    await store.put(
+        keys.expert_ranking(mesh_id, "moe"),
+        pb.ExpertRanking(model="moe", method="imatrix", layers=order, ranked_unix=2),
+    )
+    await wait_until(lambda: says("expert shards over 2 devices"))
+    explained = await schedulers[0].client.explain("moe")
+    shards = {a.node: a.shard for a in explained.assignments}
+    assert sorted(shards) == ["n1", "n2"] and explained.status.placed
+    assert all(s.expert_count == 5 and s.core == 2 for s in shards.values())
+    record = pb.ShardRecord(model="moe", spec=shards["n2"], passed=True, written_unix=3)
+    await store.put(keys.shard(mesh_id, "moe", shards["n2"].shard_id), record)
+
+    async def shows_record() -> bool:
+        return len((await schedulers[0].client.explain("moe")).shards) == 1
+
+    await wait_until(shows_record)

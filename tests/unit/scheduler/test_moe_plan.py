@@ -66,3 +66,22 @@ def test_what_fits_whole_is_never_sharded_unless_forced() -> None:
 def test_no_plan_says_why(free_gb: tuple[float, ...], reason: str) -> None:
     plan, reasons = plan_shards(MODEL, devices(*free_gb), RANKING)
     assert plan is None and any(reason in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize(
+    ("free_gb", "min_experts", "chosen", "why"),
+    [
+        ((8, 8, 9, 9), 0, ["n2", "n3"], ""),  # the largest two, 7 experts each
+        ((8, 8), 7, [], "below the floor of 7"),  # 6-expert shards failed: these are too small
+        ((8, 8, 9, 9), 7, ["n2", "n3"], ""),
+        ((9, 9), 8, [], "shards of up to 7 experts failed the quality gate"),
+    ],
+)
+def test_shards_of_a_size_that_failed_the_gate_are_not_planned_again(
+    free_gb: tuple[float, ...], min_experts: int, chosen: list[str], why: str
+) -> None:
+    plan, reasons = plan_shards(MODEL, devices(*free_gb), RANKING, min_experts=min_experts)
+    names = [d.node for d in plan.devices] if plan else []
+    assert names == chosen
+    if why:
+        assert any(why in r for r in reasons), reasons

@@ -1,0 +1,171 @@
+"""Expert shards for real: three nodes in their own network namespaces, each offering less
+memory than a generated mixture of experts (8 experts, top 2, routed so that experts 0-3
+always win) needs whole but enough for 6 of its experts. Only n1 has the file: its registry
+ranks the experts (llama-imatrix), writes each node's shard, measures it against the full
+model (llama-perplexity) and streams it to n2 and n3, which never see the full file. Every
+node runs its own llama-server on its shard.
+
+- Every shard holds the core of the four experts the router uses, so the mesh answers
+  token for token as the full model does; the store (what /api/status and ExplainPlacement
+  show) has each shard's experts and measured quality.
+- One session (X-Session-Id) always lands on the same node; when a node is killed, only the
+  sessions it held move and the rest stay where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import ServeProcess, lab_mesh, lab_node, wait_for
+from test_pipeline_split import CONTEXT, PROMPT, solo_answer
+
+from meshllm.cli.make_model import ModelShape, cached_model
+from meshllm.core import keys, pki
+from meshllm.core.invite import decode_token
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+from meshllm.core.store import EtcdStore
+from meshllm.registry.gguf_facts import read_facts
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+SHAPE = ModelShape(
+    layers=4, embedding=256, feed_forward=1024, heads=4, kv_heads=2, name="shard-moe",
+    experts=8, experts_used=2, router="pairs", seed=5,
+)  # fmt: skip
+SESSIONS = [f"conversation-{i}" for i in range(12)]
+
+
+def budget_for(path: Path, experts: float) -> int:
+    """Memory that holds the trunk and `experts` experts, on placement's terms (weights +
+    10 %, the KV cache for CONTEXT, 128 MiB headroom)."""
+    facts = read_facts(path)
+    trunk = (path.stat().st_size - facts.expert_tensor_bytes) * 1.1
+    per_expert = facts.expert_tensor_bytes * 1.1 / facts.expert_count
+    return int(trunk + facts.kv_cache_bytes(CONTEXT) + 128 * 2**20 + experts * per_expert)
+
+
+@pytest.fixture(scope="module")
+def moe_model() -> Path:
+    return cached_model(SHAPE)
+
+
+@dataclass
+class Mesh:
+    nodes: dict[str, ServeProcess]
+    token: str
+    state: Path
+
+    def __getitem__(self, name: str) -> ServeProcess:
+        return self.nodes[name]
+
+    async def shards(self) -> list[tuple[pb.Assignment, pb.ShardRecord | None]]:
+        """Every shard assignment of the model, with the record of its measured quality."""
+        mesh_id = decode_token(self.token).mesh_id
+        credentials = pki.Credentials(self.state / "n1" / "credentials")
+        etcd = decode_token(self.token).etcd
+        async with EtcdStore.connect(etcd, credentials=credentials, wait_s=5) as store:
+            found, _ = await store.get_prefix(keys.assignments(mesh_id), pb.Assignment)
+            records, _ = await store.get_prefix(keys.shards(mesh_id, SHAPE.name), pb.ShardRecord)
+        measured = {r.spec.shard_id: r for r in records.values()}
+        return sorted(
+            ((a, measured.get(a.shard.shard_id)) for a in found.values()
+             if a.role == pb.ASSIGNMENT_ROLE_SHARD),
+            key=lambda pair: pair[0].node,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mesh(moe_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    vram = f"{budget_for(moe_model, 6.5) / 1e9:.4f}"
+    common = ["--max-vram", vram, "--context", str(CONTEXT), "--threads", "1", "--parallel", "2"]
+    with lab_mesh(tmp_path_factory, "shards", 3, "the expert-shard suite") as (lab, nodes, state):
+        h1, h2, h3 = lab.hosts
+        first = lab_node(h1, "n1", state, "serve", "--gguf", str(moe_model), *common)
+        nodes["n1"] = first.start()
+        token = first.wait_event("ready")["token"]
+        for name, host in (("n2", h2), ("n3", h3)):
+            nodes[name] = lab_node(host, name, state, "serve", "--join", token, *common).start()
+        for node in nodes.values():
+            node.wait_event("ready")
+        yield Mesh(nodes, token, state)
+
+
+def landed(node: ServeProcess, session: str) -> str:
+    """The node that served one turn of `session`."""
+    body = {"model": SHAPE.name, "messages": PROMPT, "max_tokens": 4, "temperature": 0}
+    reply = httpx.post(
+        f"{node.api}/chat/completions",
+        json=body,
+        headers={**node.headers, "X-Session-Id": session},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.headers["x-mesh-node"]
+
+
+def served_by(mesh: Mesh) -> list[str]:
+    return mesh["n1"].served().get(SHAPE.name, [])
+
+
+async def test_each_node_serves_a_measured_shard_that_answers_as_the_full_model(
+    mesh: Mesh, moe_model: Path, llama_server_bin: str
+) -> None:
+    wait_for(lambda: served_by(mesh) == ["n1", "n2", "n3"], 300)
+    shards = await mesh.shards()
+    assert [a.node for a, _ in shards] == ["n1", "n2", "n3"]
+    assert len({a.group_id for a, _ in shards}) == 1
+    for a, record in shards:
+        assert a.shard.expert_count == 6 and a.shard.core == 4 and len(a.shard.plan) == 3
+        assert all({0, 1, 2, 3} <= set(layer.experts) for layer in a.shard.layers)
+        assert record is not None and record.passed and record.same_top == 1.0, record
+        assert record.node == "n1"  # measured where the file is
+    covered = {e for a, _ in shards for layer in a.shard.layers for e in layer.experts}
+    assert covered == set(range(8))
+    for name in ("n2", "n3"):  # the shard came over the wire; the full file never did
+        shards = list((mesh[name].state / "llama-cache" / "shards").rglob("*.gguf"))
+        assert len(shards) == 1 and shards[0].stat().st_size < moe_model.stat().st_size
+    expected = solo_answer(llama_server_bin, moe_model)
+    reply = (
+        mesh["n2"]
+        .client(timeout=120)
+        .chat.completions.create(
+            model=SHAPE.name, messages=PROMPT, max_tokens=24, temperature=0, seed=1
+        )
+    )
+    assert reply.choices[0].message.content == expected
+
+
+async def test_a_session_stays_on_its_node_and_a_lost_node_moves_only_its_own(
+    mesh: Mesh,
+) -> None:
+    wait_for(lambda: served_by(mesh) == ["n1", "n2", "n3"], 300)
+    entry = mesh["n1"]
+    before = {s: landed(entry, s) for s in SESSIONS}
+    assert {s: landed(entry, s) for s in SESSIONS} == before  # every turn, the same node
+    assert len(set(before.values())) >= 2, before  # and the sessions spread over the nodes
+    victim_name = next(n for n in ("n3", "n2") if n in before.values())
+    victim = mesh[victim_name]
+    assert victim.host is not None
+    killed = time.monotonic()
+    victim.host.kill_all()
+    wait_for(lambda: victim_name not in served_by(mesh), 60)
+    moved_after = time.monotonic() - killed
+    after = {s: landed(entry, s) for s in SESSIONS}
+    for session, node in before.items():
+        if node == victim_name:
+            assert after[session] != victim_name
+        else:
+            assert after[session] == node, (session, before, after)
+    survivors = sorted({"n1", "n2", "n3"} - {victim_name})
+    deadline = time.monotonic() + 30
+    while [a.node for a, _ in await mesh.shards()] != survivors:  # its lease expires
+        assert time.monotonic() < deadline, await mesh.shards()
+        await asyncio.sleep(0.5)
+    moved = sum(n == victim_name for n in before.values())
+    print(f"\nlost shard node: {moved} of {len(SESSIONS)} sessions moved, "
+          f"{moved_after:.1f}s after the kill")  # fmt: skip
