@@ -49,6 +49,13 @@ def facts_message(facts: GgufFacts) -> pb.ModelFacts:
     )
 
 
+def _same_registration(before: pb.CatalogEntry, now: pb.CatalogEntry, path: Path) -> bool:
+    """The same file, unchanged since, registered again under the same name (a node's
+    `--model` is registered by serve and pinned by its worker)."""
+    same = before.source == now.source and before.facts == now.facts
+    return same and before.aliases == now.aliases and path.stat().st_mtime < before.registered_unix
+
+
 async def inspect(path: Path) -> pb.ModelFacts:
     try:
         facts = await asyncio.to_thread(read_facts, path)
@@ -99,7 +106,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             aliases=catalog.aliases_of(name),
         )
         mesh = self._settings.mesh_id
-        await self._store.put(keys.catalog_entry(mesh, name), entry)
+        before = await self._store.get(keys.catalog_entry(mesh, name), pb.CatalogEntry)
+        if before is not None and _same_registration(before, entry, path):
+            entry.registered_unix = before.registered_unix  # nothing to rank or measure again
+        else:
+            await self._store.put(keys.catalog_entry(mesh, name), entry)
         await self._lease.publish(
             keys.file_entry(mesh, name, self._settings.node),
             pb.ModelFile(

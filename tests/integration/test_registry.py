@@ -4,6 +4,7 @@ message naming the file and the problem."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,3 +157,25 @@ async def test_a_registered_mixture_of_experts_gets_its_experts_ranked(
         for component in (ranker, ranker.rankings, catalog):
             await component.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_the_same_file_registered_again_keeps_its_registration(
+    registry: RegistryClient, store: EtcdStore, mesh_id: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    """serve registers a node's model and its worker pins it again: the second must not look
+    like a new file (rankings and shard measurements hang on the registration time), while a
+    file changed since is registered anew."""
+    model = tmp_path / "again.gguf"
+    shutil.copy(tiny_model, model)
+    os.utime(model, (1_000_000, 1_000_000))  # written long before
+    entry = await registry.register(path=str(model))
+    key = keys.catalog_entry(mesh_id, entry.name)
+    entry.registered_unix = 2_000_000  # as if registered long ago, after the file was written
+    await store.put(key, entry)
+    await registry.register(path=str(model))
+    kept = await store.get(key, pb.CatalogEntry)
+    assert kept is not None and kept.registered_unix == 2_000_000
+    os.utime(model)  # changed now
+    await registry.register(path=str(model))
+    renewed = await store.get(key, pb.CatalogEntry)
+    assert renewed is not None and renewed.registered_unix > 2_000_000
