@@ -51,7 +51,7 @@ def measure(label: str, shape: ModelShape, gauge: Perplexity, work: Path) -> lis
         rows.append({
             "model": label, "experts": size, "of": shape.experts, "ranking": ranking.method,
             "ppl_ratio": round(verdict.ppl_ratio, 4), "same_top": round(verdict.same_top, 4),
-            "mean_kld": round(max(verdict.mean_kld, 0.0), 5), "passed": verdict.passed,
+            "mean_kld": round(max(verdict.mean_kld, 0.0), 5) + 0.0, "passed": verdict.passed,
         })  # fmt: skip
         shard.unlink()
     return rows
