@@ -22,7 +22,15 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ctx.instance,
         interval_s=max(settings.lease_ttl_s / 3, 0.3),
     )
-    planner = Planner(ctx.store, ctx.lease, view, settings.mesh_id, election, settings.placement)
+    planner = Planner(
+        ctx.store,
+        ctx.lease,
+        view,
+        settings.mesh_id,
+        election,
+        settings.placement,
+        settings.demand,
+    )
     servicer = SchedulerServicer(view, election)
 
     def ready() -> str | None:

@@ -112,15 +112,21 @@ def moe_model(facts: pb.ModelFacts, context: int, settings: PlacementSettings) -
 
 @dataclass(frozen=True)
 class Want:
-    """One replica someone asked for: pinned by a node (`origin`), or for the mesh ("")."""
+    """Replicas someone asked for: pinned by a node (`origin`), or for the mesh ("")."""
 
     model: str
     origin: str
     context: int
     split: bool = False  # split even if it fits one worker
+    replicas: int = 1
 
 
-def wants_from(demands: Iterable[pb.Demand]) -> list[Want]:
+def wants_from(
+    demands: Iterable[pb.Demand], mesh_replicas: Mapping[str, int] | None = None
+) -> list[Want]:
+    """Pinned wants first, then the mesh's, in the order of `mesh_replicas` (hottest first):
+    extra replicas are placed in that order while there is room. Without `mesh_replicas`,
+    every model with unpinned demand gets one mesh replica."""
     contexts: dict[tuple[str, str], int] = {}
     splits: set[tuple[str, str]] = set()
     for d in demands:
@@ -128,7 +134,15 @@ def wants_from(demands: Iterable[pb.Demand]) -> list[Want]:
         contexts[key] = max(contexts.get(key, 0), d.context)
         if d.split:
             splits.add(key)
-    return [Want(m, o, c, (m, o) in splits) for (m, o), c in sorted(contexts.items())]
+    pinned = [Want(m, o, c, (m, o) in splits) for (m, o), c in sorted(contexts.items()) if o != ""]
+    if mesh_replicas is None:
+        mesh_replicas = {m: 1 for m, o in sorted(contexts) if o == ""}
+    mesh = [
+        Want(m, "", contexts.get((m, ""), 0), (m, "") in splits, n)
+        for m, n in mesh_replicas.items()
+        if n > 0
+    ]
+    return [*pinned, *mesh]
 
 
 @dataclass
@@ -142,6 +156,19 @@ class Plan:
         status = self.status.setdefault(model, pb.PlacementStatus(model=model, placed=True))
         status.placed = status.placed and placed
         status.reasons.extend(r for r in reasons if r not in status.reasons)
+
+    def report_next(self, model: str, reasons: list[str]) -> None:
+        """An extra replica that found no room: wanted next, not a failure to place."""
+        status = self.status.setdefault(model, pb.PlacementStatus(model=model, placed=True))
+        why = reasons[0] if reasons else "no device has room"
+        status.next.append(f"replica {len(status.next) + 1} more: {why}")
+
+    def count_replicas(self) -> None:
+        groups: dict[str, set[str]] = {}
+        for a in [a for _, a in self.keep] + [a for _, a in self.create]:
+            groups.setdefault(a.model, set()).add(a.group_id or a.id)
+        for model, status in self.status.items():
+            status.replicas = len(groups.get(model, ()))
 
 
 def plan(
@@ -158,32 +185,30 @@ def plan(
     measured round-trip time between two nodes. `moe`: rankings and shard records."""
     result = Plan()
     wants = list(wants)
-    wanted = {(w.model, w.origin) for w in wants}
+    wanted = {(w.model, w.origin): w.replicas for w in wants}
     live = {(w.node, w.worker_id): w for w in workers}
     used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
-    served: set[tuple[str, str]] = set()
+    served: dict[tuple[str, str], int] = {}  # want → replica groups kept
     shard_groups: list[list[pb.Assignment]] = []
     for members in groups_of(assignments):
         lead = members[0][1]
         want = (lead.model, lead.origin)
+        room = served.get(want, 0) < wanted.get(want, 0)
         if lead.role == pb.ASSIGNMENT_ROLE_SHARD:
-            serving = [(k, a) for k, a in members if _shard_serves(a, live, moe)]
-            if want not in wanted or want in served:
-                serving = []
+            serving = [(k, a) for k, a in members if _shard_serves(a, live, moe)] if room else []
             result.keep.extend(serving)
             result.delete.extend(k for k, a in members if (k, a) not in serving)
             for _, a in serving:
                 used[(a.node, a.worker_id)] += a.memory_bytes
             if serving:
-                served.add(want)
+                served[want] = served.get(want, 0) + 1
                 shard_groups.append([a for _, a in serving])
             continue
-        whole = group_is_whole(members, live) and peers_in_reach(lead, rtt)
-        if want in wanted and want not in served and whole:
+        if room and group_is_whole(members, live) and peers_in_reach(lead, rtt):
             result.keep.extend(members)
             for _, a in members:
                 used[(a.node, a.worker_id)] += a.memory_bytes
-            served.add(want)
+            served[want] = served.get(want, 0) + 1
         else:
             result.delete.extend(key for key, _ in members)
     for key, a in list(result.keep):
@@ -191,14 +216,27 @@ def plan(
             result.keep.remove((key, a))
             result.delete.append(key)
             used[(a.node, a.worker_id)] -= a.memory_bytes
-            served.discard((a.model, a.origin))
+            served[(a.model, a.origin)] -= 1
     for group in shard_groups:
         _replace_lost_shards(group, catalog, live, used, settings, moe, result)
+    # every want's first replica before any want's extras: an unserved model comes first
     for want in wants:
-        if (want.model, want.origin) in served:
+        if served.get((want.model, want.origin), 0) > 0:
             result.report(want.model, True, [])
-        else:
-            _place(want, catalog, files, live, used, settings, result, rtt, moe)
+            continue
+        placed, reasons = _place(want, catalog, files, live, used, settings, result, rtt, moe)
+        result.report(want.model, placed, reasons)
+        served[(want.model, want.origin)] = int(placed)
+    for want in wants:
+        have = served.get((want.model, want.origin), 0)
+        for _ in range(want.replicas - have if have else 0):
+            placed, reasons = _place(
+                want, catalog, files, live, used, settings, result, rtt, moe, extra=True
+            )
+            if not placed:
+                result.report_next(want.model, reasons)
+                break
+    result.count_replicas()
     return result
 
 
@@ -255,12 +293,24 @@ def _place(
     result: Plan,
     rtt: RttFn = no_rtt,
     moe: MoeInputs = NO_MOE,
-) -> None:
+    extra: bool = False,
+) -> tuple[bool, list[str]]:
+    """Places one replica of the want (creating its group in `result`): placed, and why.
+    An extra replica goes only to devices that do not serve the model yet."""
     entry = catalog.get(want.model)
     if entry is None:
-        result.report(want.model, False, ["not in the catalog: register it first"])
-        return
+        return False, ["not in the catalog: register it first"]
     candidates, reasons = _with_file(entry, files.get(want.model, set()), live.values())
+    if extra:
+        holding = {
+            (a.node, a.worker_id)
+            for _, a in [*result.keep, *result.create]
+            if a.model == want.model
+        }
+        live = {k: w for k, w in live.items() if k not in holding}
+        candidates = [w for w in candidates if (w.node, w.worker_id) not in holding]
+        if not candidates:
+            return False, ["every device that could take it serves it already"]
     local = [w for w in candidates if w.node == want.origin]
     context = context_for(entry.facts, want.context, settings)
     need = memory_needed(entry.facts, context, settings)
@@ -275,20 +325,16 @@ def _place(
         group, shard_reasons = _shard_group(want, mixture, context, files, live, used, moe)
         if group:
             _create(group, used, result)
-            result.report(want.model, True, shard_reasons)
-            return
-        result.report(want.model, False, [*reasons, *shard_reasons])
-        return
+            return True, shard_reasons
+        return False, [*reasons, *shard_reasons]
     if worker is None or want.split:
         group, split_reasons = _split_group(want, need, context, candidates, live, used, rtt)
         if group:
             _create(group, used, result)
-            result.report(want.model, True, split_reasons)
-            return
+            return True, split_reasons
         reasons += split_reasons
     if worker is None or want.split:  # a split that was asked for waits for its peers
-        result.report(want.model, False, reasons)
-        return
+        return False, reasons
     used[(worker.node, worker.worker_id)] += need
     aid = assignment_id(want.model, want.origin, worker)
     assignment = pb.Assignment(
@@ -304,7 +350,7 @@ def _place(
         origin=want.origin,
     )
     result.create.append((worker, assignment))
-    result.report(want.model, True, reasons)
+    return True, reasons
 
 
 def _create(

@@ -8,15 +8,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable, Mapping
 
 from meshllm.core import keys
 from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
-from . import placement
+from . import demand, placement
 from .leader import LeaderElection
-from .settings import PlacementSettings
+from .settings import DemandSettings, PlacementSettings
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Planner(LoopComponent):
         mesh: str,
         election: LeaderElection,
         settings: PlacementSettings,
+        demand_settings: DemandSettings | None = None,
     ) -> None:
         self._store = store
         self._lease = lease
@@ -107,6 +109,7 @@ class Planner(LoopComponent):
         self._mesh = mesh
         self._election = election
         self._settings = settings
+        self._demand = demand_settings or DemandSettings()
         self._dirty = asyncio.Event()
         for cache in view.inputs:
             cache.listeners.append(self._dirty.set)
@@ -129,8 +132,18 @@ class Planner(LoopComponent):
     async def _replan(self) -> None:
         self._dirty.clear()
         view = self._view
+        traffic = demand.traffic_by_model(view.demand.items.values())
+        decisions = demand.mesh_replicas(
+            traffic,
+            demand.placed_replicas(view.assignments.items.values()),
+            self._demand,
+            time.time(),
+        )
+        hottest = sorted(decisions, key=lambda m: (-decisions[m].load, m))
         result = placement.plan(
-            placement.wants_from(view.demand.items.values()),
+            placement.wants_from(
+                view.demand.items.values(), {m: decisions[m].replicas for m in hottest}
+            ),
             view.catalog_by_name(),
             view.file_nodes(),
             view.workers.items.values(),
@@ -150,15 +163,49 @@ class Planner(LoopComponent):
             await self._store.put(
                 keys.assignment(self._mesh, a.node, a.worker_id, a.id), a, lease=worker.lease_id
             )
+        add_demand(result.status, view.demand.items.values(), traffic, decisions)
         await self._write_status(result.status)
 
     async def _write_status(self, status: dict[str, pb.PlacementStatus]) -> None:
         current = {s.model: s for s in self._view.placement.items.values()}
         for model, s in status.items():
             old = current.get(model)
-            if old is None or list(old.reasons) != list(s.reasons) or old.placed != s.placed:
+            if old is None or _changed(old, s):
                 s.updated_unix = int(time.time())
                 await self._lease.publish(keys.placement(self._mesh, model), s)
         for model in current.keys() - status.keys():
             await self._lease.withdraw(keys.placement(self._mesh, model))
             await self._store.delete(keys.placement(self._mesh, model))
+
+
+def _changed(old: pb.PlacementStatus, new: pb.PlacementStatus) -> bool:
+    stamped = pb.PlacementStatus()
+    stamped.CopyFrom(new)
+    stamped.updated_unix = old.updated_unix
+    return stamped != old
+
+
+def add_demand(
+    status: dict[str, pb.PlacementStatus],
+    records: Iterable[pb.Demand],
+    traffic: Mapping[str, demand.ModelDemand],
+    decisions: Mapping[str, demand.Decision],
+) -> None:
+    """The demand behind each model's placement: its traffic, its pins and the policy's
+    verdict."""
+    pins: dict[str, int] = {}
+    for d in records:
+        if d.pinned:
+            pins[d.model] = pins.get(d.model, 0) + 1
+    for model, s in status.items():
+        s.pinned_replicas = pins.get(model, 0)
+        t = traffic.get(model)
+        if t is not None:
+            s.requests_per_minute = round(t.requests_per_minute, 2)
+            s.last_request_unix = t.last_request_unix
+        decision = decisions.get(model)
+        if decision is not None:
+            s.mesh_replicas = decision.replicas
+            s.demand = decision.why
+        elif s.pinned_replicas:
+            s.demand = f"pinned by {s.pinned_replicas} node{'s' if s.pinned_replicas > 1 else ''}"

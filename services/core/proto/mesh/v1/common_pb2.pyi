@@ -391,16 +391,30 @@ class Assignment(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ..., group_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerShare, _Mapping]]] = ..., share: _Optional[float] = ..., shard: _Optional[_Union[ShardSpec, _Mapping]] = ...) -> None: ...
 
 class PlacementStatus(_message.Message):
-    __slots__ = ("model", "placed", "reasons", "updated_unix")
+    __slots__ = ("model", "placed", "reasons", "updated_unix", "requests_per_minute", "last_request_unix", "pinned_replicas", "mesh_replicas", "replicas", "demand", "next")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PLACED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    LAST_REQUEST_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PINNED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MESH_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
     model: str
     placed: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
     updated_unix: int
-    def __init__(self, model: _Optional[str] = ..., placed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., updated_unix: _Optional[int] = ...) -> None: ...
+    requests_per_minute: float
+    last_request_unix: int
+    pinned_replicas: int
+    mesh_replicas: int
+    replicas: int
+    demand: str
+    next: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., placed: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., updated_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., last_request_unix: _Optional[int] = ..., pinned_replicas: _Optional[int] = ..., mesh_replicas: _Optional[int] = ..., replicas: _Optional[int] = ..., demand: _Optional[str] = ..., next: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("model", "instance_id", "node", "worker_id", "local_url", "relay_url", "slots", "context")
