@@ -8,6 +8,7 @@ from meshllm.core.streaming import relay_session, upstream_session
 
 from .app import GatewayApp, create_api
 from .console import create_console
+from .demand import DemandRecorder
 from .endpoints import EndpointTable
 from .guard import ApiGuard
 from .proxy import Proxy
@@ -22,6 +23,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     local = upstream_session()
     credentials = ctx.credentials
     relays = relay_session(credentials.client_context(check_name=False) if credentials else None)
+    demand = DemandRecorder(ctx.store, settings.mesh_id, ctx.instance, settings.traffic)
     proxy = Proxy(
         settings.proxy,
         settings.node,
@@ -29,8 +31,9 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         Router(settings.routing),
         lambda: local,
         lambda: relays,
+        demand.record,
     )
-    components = [Closer(local), Closer(relays), *table.caches]
+    components = [Closer(local), Closer(relays), *table.caches, demand]
     policy = settings.api_policy()
     if settings.console_port:
         console, caches = create_console(ctx.store, settings.mesh_id, table)

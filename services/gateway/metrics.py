@@ -28,6 +28,9 @@ TTFT = Histogram(
 )
 TOKENS = Counter("mesh_gateway_tokens_total", "Tokens generated or read", ["model", "kind"])
 IN_FLIGHT = Gauge("mesh_gateway_in_flight_requests", "Requests being served", ["model"])
+DEMAND_WRITES = Counter(
+    "mesh_gateway_demand_writes_total", "Demand records this gateway wrote to the store"
+)
 RETRIES = Counter(
     "mesh_gateway_retries_total", "Upstream attempts that failed before a byte", ["model"]
 )

@@ -201,15 +201,18 @@ class Proxy:
         router: Router,
         local: Callable[[], aiohttp.ClientSession],
         relay: Callable[[], aiohttp.ClientSession],
+        on_request: Callable[[str], None] = lambda model: None,
     ) -> None:
         """`local` reaches llama-server on this node; `relay` reaches other nodes' worker
-        relays (pooled, with this node's certificate when the mesh runs TLS)."""
+        relays (pooled, with this node's certificate when the mesh runs TLS); `on_request`
+        hears of every request for a model the mesh knows (the demand it shows)."""
         self._settings = settings
         self._node = node
         self._table = table
         self._router = router
         self._local = local
         self._relay = relay
+        self._on_request = on_request
 
     def target(self, endpoint: pb.Endpoint, route: str) -> tuple[str, aiohttp.ClientSession]:
         if endpoint.node == self._node and not self._settings.force_relay:
@@ -235,6 +238,8 @@ class Proxy:
             request = parse_request(body, route)
             model = self._table.resolve(request.model)
             label = model if self._table.is_known(model) else "unknown"
+            if label != "unknown":
+                self._on_request(model)
             client = ClientWatch(receive)
             gauge = metrics.IN_FLIGHT.labels(label)
             gauge.inc()

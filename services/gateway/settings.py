@@ -5,6 +5,7 @@ from pydantic import Field, SecretStr
 from meshllm.core.config import BaseServiceSettings, Section
 from meshllm.core.errors import InvalidRequest
 
+from .demand import TrafficSettings
 from .guard import ApiPolicy, exposure_problem, read_keys
 from .routing import RoutingSettings
 
@@ -30,6 +31,7 @@ class GatewaySettings(BaseServiceSettings):
     grpc_port: int = 0
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     api_keys: SecretStr = Field(
         SecretStr(""), description="comma-separated API keys; any one of them lets a client in"
     )

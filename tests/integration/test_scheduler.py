@@ -227,3 +227,52 @@ async def test_a_mixture_too_big_for_any_worker_waits_for_its_ranking_then_is_sh
         return len((await schedulers[0].client.explain("moe")).shards) == 1
 
     await wait_until(shows_record)
+
+
+async def put_worker(store: EtcdStore, mesh: str, node: str, budget_gib: float) -> int:
+    lease = await store.grant_lease(30)
+    await store.put(
+        keys.worker(mesh, node, "gpu0"),
+        pb.WorkerRecord(
+            node=node,
+            worker_id="gpu0",
+            lease_id=lease,
+            device=pb.Device(id="gpu0", memory_budget_bytes=int(budget_gib * GiB)),
+        ),
+        lease=lease,
+    )
+    return lease
+
+
+async def test_traffic_starts_a_replica_on_a_standby_and_its_expiry_frees_it(
+    schedulers: list[Scheduler], store: EtcdStore, mesh_id: str
+) -> None:
+    for node in ("n1", "n2"):
+        await put_worker(store, mesh_id, node, 4)
+    await store.put(
+        keys.catalog_entry(mesh_id, "m"),
+        pb.CatalogEntry(name="m", facts=pb.ModelFacts(file_size_bytes=GiB, context_length=2048)),
+    )
+    traffic = await store.grant_lease(3)  # as a gateway writes it: never kept alive
+    await store.put(
+        keys.demand_entry(mesh_id, "m", "gateway-x"),
+        pb.Demand(model="m", origin="gateway-x", requests_per_minute=2, last_request_unix=1),
+        lease=traffic,
+    )
+
+    async def assigned() -> bool:
+        return await assignment_models(store, mesh_id) == ["m"]
+
+    await wait_until(assigned)
+    items, _ = await store.get_prefix(keys.assignments(mesh_id), pb.Assignment)
+    (a,) = items.values()
+    assert a.origin == "" and a.node in ("n1", "n2")
+    leader = schedulers[(await leaders(schedulers)).index(True)]
+    status = (await leader.client.explain("m")).status
+    assert status.placed and status.replicas == 1 and status.mesh_replicas == 1
+    assert status.requests_per_minute == 2 and "no node serves it" in status.demand
+
+    async def freed() -> bool:
+        return await assignment_models(store, mesh_id) == []
+
+    await wait_until(freed, timeout=10)
