@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(for testing and benchmarking pipeline splits)",
     )
     serve.add_argument(
+        "--standby",
+        action="store_true",
+        help="serve no model of this node's own: the mesh gives it models its requests ask "
+        "for (one nobody serves, or more replicas of a busy one) and takes them back when "
+        "the requests stop",
+    )
+    serve.add_argument(
         "--context", type=int, default=0, help="context size per model (default 4096)"
     )
     serve.add_argument("--parallel", type=int, default=4, help="slots per llama-server (default 4)")
@@ -385,6 +392,11 @@ def run_serve(args: argparse.Namespace) -> int:
         opts.publish = args.publish
         opts.max_vram_gb, opts.split = args.max_vram, args.split
         opts.tunnel_port = args.tunnel_port
+        if args.standby and opts.models:
+            return fail(
+                "--standby serves what the mesh asks for, not models of its own: "
+                "drop --standby or --model/--gguf"
+            )
     try:
         return asyncio.run(serve(opts))
     except ServeError as exc:

@@ -489,11 +489,15 @@ async def start_node_services(
 
 def announce_ready(console: Console, stack: Stack, opts: ServeOptions, access: MeshAccess) -> None:
     api = f"http://localhost:{opts.port}/v1"
+    role = "API client" if opts.client_only else "serving node"
+    if not opts.client_only and not opts.models:
+        role = "standby node"
     lines = [
-        f"\nMesh LLM is up ({'API client' if opts.client_only else 'serving node'} "
-        f"{access.node} in mesh {access.mesh_name or access.mesh_id}).",
+        f"\nMesh LLM is up ({role} {access.node} in mesh {access.mesh_name or access.mesh_id}).",
         f"  API:     {api}",
     ]
+    if role == "standby node":
+        lines.append("  models:  none of its own; it serves what the mesh's requests ask for")
     if opts.console_port:
         lines.append(f"  console: http://localhost:{opts.console_port}")
     lines.append(f"  logs:    {stack.log_dir}")
