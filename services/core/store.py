@@ -41,6 +41,19 @@ class WatchEvent:
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A key this process created (a leader key) and the revision that created it: writes
+    fenced on it succeed only while that very key still exists."""
+
+    key: str
+    revision: int
+
+
+class FenceLost(Exception):
+    """A fenced write found its fence key gone or created anew by another: nothing written."""
+
+
 class StoreCompacted(Exception):
     """The watch asked for a revision etcd has already compacted away: reload and watch again."""
 
@@ -163,6 +176,35 @@ class EtcdStore:
 
     async def delete_prefix(self, prefix: str) -> int:
         return int((await self._client.delete_prefix(prefix.encode())).deleted)
+
+    async def holder(self, key: str) -> tuple[bytes, int, int] | None:
+        """The value, the lease id it hangs on, and the revision that created it."""
+        reply = await self._client.get(key.encode())
+        if reply is None:
+            return None
+        return reply.value, int(reply.lease), int(reply.create_revision)
+
+    async def put_fenced(
+        self, fence: Fence, key: str, value: Message, *, lease: int | None = None
+    ) -> None:
+        """Put only while the fence key is the one created at its revision: a writer that
+        has lost it (its lease expired, another took it) writes nothing (FenceLost)."""
+        tx = self._client.transactions
+        await self._fenced(fence, tx.put(key.encode(), value.SerializeToString(), lease=lease))
+
+    async def delete_fenced(self, fence: Fence, key: str) -> None:
+        tx = self._client.transactions
+        await self._fenced(fence, tx.delete(key.encode()))
+
+    async def _fenced(self, fence: Fence, operation: Any) -> None:
+        tx = self._client.transactions
+        ok, _ = await self._client.transaction(
+            compare=[tx.create(fence.key.encode()) == fence.revision],
+            success=[operation],
+            failure=[],
+        )
+        if not ok:
+            raise FenceLost(f"{fence.key} is no longer ours (created at {fence.revision})")
 
     async def put_if_absent(self, key: str, value: bytes, *, lease: int | None = None) -> bool:
         tx = self._client.transactions

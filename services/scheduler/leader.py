@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from meshllm.core import keys
-from meshllm.core.store import EtcdStore, LeaseKeeper, StoreFailure
+from meshllm.core.store import EtcdStore, Fence, LeaseKeeper, StoreFailure
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ class LeaderElection:
         self.instance = instance
         self._interval_s = interval_s
         self.is_leader = asyncio.Event()
+        self.fence: Fence | None = None  # while leading: every write of the leader's hangs on it
         self.leader_name = ""
         self._stopped = asyncio.Event()
 
@@ -42,15 +43,21 @@ class LeaderElection:
         lease_id = self._lease.lease_id
         if await self._store.put_if_absent(self._key, self.instance.encode(), lease=lease_id):
             logger.info("scheduler %s is now the leader", self.instance)
-        current = await self._store.get_raw(self._key)
+        current = await self._store.holder(self._key)
         holder = current[0].decode() if current else ""
         self.leader_name = holder
         if current is not None and holder == self.instance and current[1] == lease_id:
+            self.fence = Fence(self._key, current[2])
             self.is_leader.set()
         else:
             self._lose(f"{holder or 'nobody'} holds the lead")
 
+    def lost(self, why: str) -> None:
+        """A fenced write failed: the lead is gone whatever the last check said."""
+        self._lose(why)
+
     def _lose(self, why: str) -> None:
+        self.fence = None
         if self.is_leader.is_set():
             logger.warning("scheduler %s lost the lead: %s", self.instance, why)
             self.is_leader.clear()
@@ -59,6 +66,7 @@ class LeaderElection:
         self._stopped.set()
         if self.is_leader.is_set():
             self.is_leader.clear()
+            self.fence = None
             try:
                 await self._store.delete(self._key)
             except StoreFailure as exc:

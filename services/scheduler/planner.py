@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from meshllm.core import keys
 from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
+from meshllm.core.store import EtcdStore, Fence, FenceLost, LeaseKeeper, PrefixCache, StoreFailure
 
 from . import demand, placement
 from .leader import LeaderElection
@@ -120,6 +120,9 @@ class Planner(LoopComponent):
             await self._election.is_leader.wait()
             try:
                 await self._replan()
+            except FenceLost as exc:
+                self._election.lost(str(exc))
+                continue
             except StoreFailure as exc:
                 logger.warning("planning failed (%s); will retry", exc)
                 await asyncio.sleep(0.5)
@@ -152,30 +155,32 @@ class Planner(LoopComponent):
             view.rtt_between(),
             view.moe_inputs(),
         )
-        if not self._election.is_leader.is_set():
+        fence = self._election.fence
+        if fence is None:
             return
         for key in result.delete:
             logger.info("removing assignment %s", key)
-            await self._store.delete(key)
+            await self._store.delete_fenced(fence, key)
         for worker, a in result.create:
             a.created_unix = int(time.time())
             logger.info("assigning %s to %s/%s: %s", a.model, a.node, a.worker_id, a.reasons[0])
-            await self._store.put(
-                keys.assignment(self._mesh, a.node, a.worker_id, a.id), a, lease=worker.lease_id
-            )
+            key = keys.assignment(self._mesh, a.node, a.worker_id, a.id)
+            await self._store.put_fenced(fence, key, a, lease=worker.lease_id)
         add_demand(result.status, view.demand.items.values(), traffic, decisions)
-        await self._write_status(result.status)
+        await self._write_status(fence, result.status)
 
-    async def _write_status(self, status: dict[str, pb.PlacementStatus]) -> None:
+    async def _write_status(self, fence: Fence, status: dict[str, pb.PlacementStatus]) -> None:
+        """Statuses hang on this scheduler's lease: they vanish with it, and the next leader
+        writes its own."""
         current = {s.model: s for s in self._view.placement.items.values()}
         for model, s in status.items():
             old = current.get(model)
             if old is None or _changed(old, s):
                 s.updated_unix = int(time.time())
-                await self._lease.publish(keys.placement(self._mesh, model), s)
+                key = keys.placement(self._mesh, model)
+                await self._store.put_fenced(fence, key, s, lease=self._lease.lease_id)
         for model in current.keys() - status.keys():
-            await self._lease.withdraw(keys.placement(self._mesh, model))
-            await self._store.delete(keys.placement(self._mesh, model))
+            await self._store.delete_fenced(fence, keys.placement(self._mesh, model))
 
 
 def _changed(old: pb.PlacementStatus, new: pb.PlacementStatus) -> bool:

@@ -18,8 +18,10 @@ from meshllm.core.clients import SchedulerClient
 from meshllm.core.errors import Unavailable
 from meshllm.core.process import ChildProcess
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore
-from meshllm.scheduler.settings import SchedulerSettings
+from meshllm.core.store import EtcdStore, Fence, FenceLost, LeaseKeeper
+from meshllm.scheduler.leader import LeaderElection
+from meshllm.scheduler.planner import MeshView, Planner
+from meshllm.scheduler.settings import PlacementSettings, SchedulerSettings
 
 pytestmark = pytest.mark.integration
 GiB = 2**30
@@ -276,3 +278,90 @@ async def test_traffic_starts_a_replica_on_a_standby_and_its_expiry_frees_it(
         return await assignment_models(store, mesh_id) == []
 
     await wait_until(freed, timeout=10)
+
+
+async def put_model_and_demand(store: EtcdStore, mesh: str, model: str, lease: int) -> None:
+    await store.put(
+        keys.catalog_entry(mesh, model),
+        pb.CatalogEntry(name=model, facts=pb.ModelFacts(file_size_bytes=GiB, context_length=2048)),
+    )
+    await store.put(keys.demand_entry(mesh, model, "n1"), pb.Demand(model=model), lease=lease)
+
+
+async def test_a_planner_holding_a_stale_fence_writes_nothing(
+    store: EtcdStore, mesh_id: str
+) -> None:
+    lease = await put_worker(store, mesh_id, "n1", 8)
+    await put_model_and_demand(store, mesh_id, "a", lease)
+    view = MeshView(store, mesh_id)
+    keeper = LeaseKeeper(store, 10)
+    await keeper.start()
+    election = LeaderElection(store, keeper, mesh_id, "me", interval_s=60)
+    planner = Planner(store, keeper, view, mesh_id, election, PlacementSettings())
+    tasks = [asyncio.create_task(c.run()) for c in view.caches]
+    try:
+        await view.ready()
+        leader_key = keys.leader(mesh_id, "scheduler")
+        assert await store.put_if_absent(leader_key, b"me", lease=keeper.lease_id)
+        held = await store.holder(leader_key)
+        assert held is not None
+        election.fence = Fence(leader_key, held[2] - 1)  # a lead held once, lost since
+        election.is_leader.set()
+        with pytest.raises(FenceLost):
+            await planner._replan()
+        assert await assignment_models(store, mesh_id) == []
+        placements, _ = await store.get_prefix(keys.placements(mesh_id), pb.PlacementStatus)
+        assert not placements
+        election.fence = Fence(leader_key, held[2])  # the lead it holds now: it writes
+        await planner._replan()
+        assert await assignment_models(store, mesh_id) == ["a"]
+    finally:
+        for c in view.caches:
+            await c.stop()
+        await asyncio.gather(*tasks)
+        await keeper.stop()
+
+
+async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
+    etcd: EtcdServer, store: EtcdStore, mesh_id: str, tmp_path: Path
+) -> None:
+    scheduler = Scheduler(etcd, mesh_id, tmp_path, "paused")  # lease TTL 2 s
+    await scheduler.process.start()
+
+    async def leads() -> bool:
+        return (await leaders([scheduler]))[0]
+
+    try:
+        await wait_until(leads)
+        lease = await put_worker(store, mesh_id, "n1", 8)
+        scheduler.process.signal(signal.SIGSTOP)
+        leader_key = keys.leader(mesh_id, "scheduler")
+
+        async def lead_expired() -> bool:
+            return await store.holder(leader_key) is None
+
+        await wait_until(lead_expired, timeout=10)
+        # another leader holds the key now; meanwhile there is work the paused one would do
+        other = await store.grant_lease(30)
+        assert await store.put_if_absent(leader_key, b"another", lease=other)
+        await put_model_and_demand(store, mesh_id, "c", lease)
+        scheduler.process.signal(signal.SIGCONT)
+
+        async def stood_down() -> bool:
+            return not await leads()
+
+        await wait_until(stood_down, timeout=10)
+        await asyncio.sleep(2.0)
+        assert await assignment_models(store, mesh_id) == []
+        # once the key is free again it leads, and does the work it left undone
+        await store.revoke_lease(other)
+        await wait_until(leads, timeout=10)
+
+        async def assigned() -> bool:
+            return await assignment_models(store, mesh_id) == ["c"]
+
+        await wait_until(assigned)
+    finally:
+        scheduler.process.signal(signal.SIGCONT)
+        await scheduler.process.stop(5)
+        await scheduler.client.close()

@@ -13,7 +13,7 @@ from meshllm.cli.etcd import EtcdServer
 from meshllm.core import keys
 from meshllm.core.errors import Unavailable
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache
+from meshllm.core.store import EtcdStore, Fence, FenceLost, LeaseKeeper, PrefixCache
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +52,30 @@ async def test_put_if_absent(store: EtcdStore, mesh_id: str) -> None:
     assert await store.put_if_absent(key, b"one")
     assert not await store.put_if_absent(key, b"two")
     assert (await store.get_raw(key)) == (b"one", 0)
+
+
+async def test_fenced_writes_land_only_while_the_fence_key_is_ours(
+    store: EtcdStore, mesh_id: str
+) -> None:
+    leader = keys.leader(mesh_id, "scheduler")
+    lease = await store.grant_lease(30)
+    assert await store.put_if_absent(leader, b"me", lease=lease)
+    held = await store.holder(leader)
+    assert held is not None and held[:2] == (b"me", lease)
+    fence = Fence(leader, held[2])
+    target = keys.placement(mesh_id, "m")
+    await store.put_fenced(fence, target, pb.PlacementStatus(model="m"))
+    assert await store.get(target, pb.PlacementStatus) == pb.PlacementStatus(model="m")
+
+    await store.revoke_lease(lease)  # the lead is lost: the key went with the lease
+    with pytest.raises(FenceLost):
+        await store.put_fenced(fence, target, pb.PlacementStatus(model="m", placed=True))
+    with pytest.raises(FenceLost):
+        await store.delete_fenced(fence, target)
+    assert await store.put_if_absent(leader, b"someone else")  # the same key, created anew
+    with pytest.raises(FenceLost):
+        await store.put_fenced(fence, target, pb.PlacementStatus(model="m", placed=True))
+    assert await store.get(target, pb.PlacementStatus) == pb.PlacementStatus(model="m")
 
 
 async def test_leased_keys_vanish_after_the_ttl(store: EtcdStore, mesh_id: str) -> None:
