@@ -32,6 +32,7 @@ again: the plan asks for bigger shards on fewer devices, or waits.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -186,7 +187,8 @@ def plan(
     result = Plan()
     wants = list(wants)
     wanted = {(w.model, w.origin): w.replicas for w in wants}
-    live = {(w.node, w.worker_id): w for w in workers}
+    # in (node, worker) order, once: every search below walks it in that order
+    live = dict(sorted(((w.node, w.worker_id), w) for w in workers))
     used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
     served: dict[tuple[str, str], int] = {}  # want → replica groups kept
     shard_groups: list[list[pb.Assignment]] = []
@@ -368,7 +370,7 @@ def _free_devices(
 ) -> list[split.Device]:
     return [
         split.Device(w.node, w.worker_id, w.device.memory_budget_bytes - used.get(key, 0))
-        for key, w in sorted(live.items())
+        for key, w in live.items()
         if not w.draining and w.device.memory_budget_bytes > used.get(key, 0)
     ]
 
@@ -500,15 +502,9 @@ def _split_group(
     """The host's and peers' assignments of a split (peers first), or none with reasons."""
     can_host = {(w.node, w.worker_id) for w in hosts}
     devices = [
-        split.Device(
-            w.node,
-            w.worker_id,
-            w.device.memory_budget_bytes - used.get(key, 0),
-            w.rpc_version,
-            key in can_host,
-        )
-        for key, w in sorted(live.items())
-        if not w.draining and w.device.memory_budget_bytes > used.get(key, 0)
+        split.Device(key[0], key[1], free, w.rpc_version, key in can_host)
+        for key, w in live.items()
+        if not w.draining and (free := w.device.memory_budget_bytes - used.get(key, 0)) > 0
     ]
     if not devices:
         return [], []
@@ -592,38 +588,55 @@ def _with_file(
     if entry.source.kind != pb.MODEL_SOURCE_KIND_PATH:
         return workers, []
     kept = [w for w in workers if w.node in nodes]
-    dropped = [
-        f"{w.node}/{w.worker_id}: does not have the file" for w in workers if w.node not in nodes
-    ]
-    return kept, dropped
+    reasons = []
+    for w in workers:
+        if len(reasons) == MAX_LISTED:
+            break
+        if w.node not in nodes:
+            reasons.append(f"{w.node}/{w.worker_id}: does not have the file")
+    return kept, reasons + _more(len(workers) - len(kept), "without the file")
+
+
+MAX_LISTED = 5  # rejected devices named in a reason; the rest are counted
+
+
+def _more(count: int, what: str) -> list[str]:
+    extra = count - MAX_LISTED
+    return [f"and {extra} more device{'s' if extra > 1 else ''} {what}"] if extra > 0 else []
 
 
 def choose_worker(
     need: int, workers: Iterable[pb.WorkerRecord], used: Mapping[tuple[str, str], int]
 ) -> tuple[pb.WorkerRecord | None, list[str]]:
-    reasons: list[str] = []
-    fits: list[tuple[int, str, str, pb.WorkerRecord]] = []
+    """The worker with the most room left after `need` (ties: node, worker id), and why. Only
+    the MAX_LISTED rejected workers closest to fitting are named; the rest are counted, so a
+    reason stays short in a mesh of thousands."""
+    best: tuple[int, str, str] | None = None
+    chosen: pb.WorkerRecord | None = None
+    draining: list[pb.WorkerRecord] = []
+    small: list[tuple[int, pb.WorkerRecord]] = []
     for w in workers:
-        name = f"{w.node}/{w.worker_id}"
         left = w.device.memory_budget_bytes - used.get((w.node, w.worker_id), 0)
         if w.draining:
-            reasons.append(f"{name}: draining")
+            draining.append(w)
         elif left < need:
-            reasons.append(
-                f"{name}: needs {fmt_bytes(need)}, has {fmt_bytes(max(left, 0))} "
-                f"of {fmt_bytes(w.device.memory_budget_bytes)} free"
-            )
-        else:
-            fits.append((-(left - need), w.node, w.worker_id, w))
-    if not fits:
-        if not reasons:
-            reasons.append("no worker in the mesh")
-        return None, reasons
-    fits.sort(key=lambda f: f[:3])
-    best = fits[0][3]
+            small.append((left, w))
+        elif best is None or (need - left, w.node, w.worker_id) < best:
+            best, chosen = (need - left, w.node, w.worker_id), w
+    closest = heapq.nlargest(MAX_LISTED, small, key=lambda item: item[0])
+    reasons = [
+        f"{w.node}/{w.worker_id}: needs {fmt_bytes(need)}, has {fmt_bytes(max(left, 0))} "
+        f"of {fmt_bytes(w.device.memory_budget_bytes)} free"
+        for left, w in closest
+    ]
+    reasons += _more(len(small), "with less room")
+    reasons += [f"{w.node}/{w.worker_id}: draining" for w in draining[:MAX_LISTED]]
+    reasons += _more(len(draining), "draining")
+    if chosen is None or best is None:
+        return None, reasons or ["no worker in the mesh"]
     reasons.insert(
         0,
-        f"{best.node}/{best.worker_id}: fits solo ({fmt_bytes(need)}), "
-        f"{fmt_bytes(-fits[0][0])} left after",
+        f"{chosen.node}/{chosen.worker_id}: fits solo ({fmt_bytes(need)}), "
+        f"{fmt_bytes(-best[0])} left after",
     )
-    return best, reasons
+    return chosen, reasons

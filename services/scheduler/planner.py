@@ -56,13 +56,22 @@ class MeshView:
 
     def rtt_between(self) -> placement.RttFn:
         """The higher smoothed round-trip time the two sides report of each other: a path
-        one side finds slow is slow (and a one-sided report still counts)."""
-        table: dict[tuple[str, str], float] = {}
+        one side finds slow is slow (and a one-sided report still counts). Looked up when
+        asked, never tabulated: all-pairs reports of a large mesh hold millions of times."""
+        by_node: dict[str, list[Mapping[str, float]]] = {}
         for report in self.rtt.items.values():
-            for other, ms in report.rtt_ms.items():
-                pair = (min(report.node, other), max(report.node, other))
-                table[pair] = max(ms, table.get(pair, ms))
-        return lambda a, b: table.get((min(a, b), max(a, b)))
+            by_node.setdefault(report.node, []).append(report.rtt_ms)
+
+        def rtt(a: str, b: str) -> float | None:
+            worst = None
+            for maps, other in ((by_node.get(a, ()), b), (by_node.get(b, ()), a)):
+                for m in maps:
+                    ms = m.get(other)
+                    if ms is not None and (worst is None or ms > worst):
+                        worst = ms
+            return worst
+
+        return rtt
 
     def moe_inputs(self) -> placement.MoeInputs:
         """Rankings and shard records, leaving out those older than their model's
@@ -127,34 +136,18 @@ class Planner(LoopComponent):
                 logger.warning("planning failed (%s); will retry", exc)
                 await asyncio.sleep(0.5)
                 continue
-            # wake on any change, and now and then so a lost write gets redone
+            # wake on any change, and now and then so a lost write gets redone; changes that
+            # come meanwhile are planned together, at most one plan per min_interval_s
+            started = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), timeout=5.0)
-            await asyncio.sleep(self._settings.settle_s)
+            since = time.monotonic() - started
+            await asyncio.sleep(max(self._settings.settle_s, self._settings.min_interval_s - since))
 
     async def _replan(self) -> None:
         self._dirty.clear()
         view = self._view
-        traffic = demand.traffic_by_model(view.demand.items.values())
-        decisions = demand.mesh_replicas(
-            traffic,
-            demand.placed_replicas(view.assignments.items.values()),
-            self._demand,
-            time.time(),
-        )
-        hottest = sorted(decisions, key=lambda m: (-decisions[m].load, m))
-        result = placement.plan(
-            placement.wants_from(
-                view.demand.items.values(), {m: decisions[m].replicas for m in hottest}
-            ),
-            view.catalog_by_name(),
-            view.file_nodes(),
-            view.workers.items.values(),
-            view.assignments.items,
-            self._settings,
-            view.rtt_between(),
-            view.moe_inputs(),
-        )
+        result = plan_mesh(view, self._settings, self._demand, time.time())
         fence = self._election.fence
         if fence is None:
             return
@@ -166,7 +159,6 @@ class Planner(LoopComponent):
             logger.info("assigning %s to %s/%s: %s", a.model, a.node, a.worker_id, a.reasons[0])
             key = keys.assignment(self._mesh, a.node, a.worker_id, a.id)
             await self._store.put_fenced(fence, key, a, lease=worker.lease_id)
-        add_demand(result.status, view.demand.items.values(), traffic, decisions)
         await self._write_status(fence, result.status)
 
     async def _write_status(self, fence: Fence, status: dict[str, pb.PlacementStatus]) -> None:
@@ -181,6 +173,32 @@ class Planner(LoopComponent):
                 await self._store.put_fenced(fence, key, s, lease=self._lease.lease_id)
         for model in current.keys() - status.keys():
             await self._store.delete_fenced(fence, keys.placement(self._mesh, model))
+
+
+def plan_mesh(
+    view: MeshView, settings: PlacementSettings, demand_settings: DemandSettings, now: float
+) -> placement.Plan:
+    """The plan for what the view holds now: the demand policy's replicas, then placement,
+    with the demand behind each model added to its status."""
+    traffic = demand.traffic_by_model(view.demand.items.values())
+    decisions = demand.mesh_replicas(
+        traffic, demand.placed_replicas(view.assignments.items.values()), demand_settings, now
+    )
+    hottest = sorted(decisions, key=lambda m: (-decisions[m].load, m))
+    result = placement.plan(
+        placement.wants_from(
+            view.demand.items.values(), {m: decisions[m].replicas for m in hottest}
+        ),
+        view.catalog_by_name(),
+        view.file_nodes(),
+        view.workers.items.values(),
+        view.assignments.items,
+        settings,
+        view.rtt_between(),
+        view.moe_inputs(),
+    )
+    add_demand(result.status, view.demand.items.values(), traffic, decisions)
+    return result
 
 
 def _changed(old: pb.PlacementStatus, new: pb.PlacementStatus) -> bool:

@@ -10,6 +10,9 @@ class PlacementSettings(Section):
     headroom_bytes: int = Field(128 * 2**20, ge=0, description="compute buffers etc., per model")
     headroom_fraction: float = Field(0.10, ge=0, description="extra share of the weights")
     settle_s: float = Field(0.05, ge=0, description="batch store changes before planning")
+    min_interval_s: float = Field(
+        0.25, ge=0, description="at most one plan this often; changes meanwhile wait for it"
+    )
 
 
 class DemandSettings(Section):

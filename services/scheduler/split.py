@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 RTT_CAP_MS = 80.0
 MAX_CANDIDATES = 12  # nearest peers considered (combinations of these are searched)
+MAX_REASONS = 8  # devices left out of a split that a reason names; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -88,29 +89,38 @@ def _eligible_peers(
     rtt_ms: Callable[[Device, Device], float | None],
     cap_ms: float,
 ) -> tuple[list[Device], list[str]]:
+    """The peers the host may use, nearest first, and why the others are left out (the
+    first MAX_REASONS named, the rest counted: a mesh of thousands has thousands)."""
     peers: list[tuple[float, Device]] = []
-    reasons: list[str] = []
+    rejected: list[tuple[Device, float | None]] = []
+    host_major = _major(host.rpc_version)
     for device in devices:
-        if device == host:
+        if device is host:
             continue
         rtt = 0.0 if device.node == host.node else rtt_ms(host, device)
-        if not device.rpc_version:
-            reasons.append(f"{device.name}: cannot run an rpc-server")
-        elif _major(device.rpc_version) != _major(host.rpc_version):
-            reasons.append(
-                f"{device.name}: RPC protocol {device.rpc_version or '?'}, the host speaks "
-                f"{host.rpc_version or '?'}"
-            )
-        elif rtt is None:
-            reasons.append(f"{device.name}: no round-trip time measured from {host.node} yet")
-        elif rtt >= cap_ms:
-            reasons.append(
-                f"{device.name}: {rtt:.0f} ms from {host.node}, over the {cap_ms:.0f} ms cap"
-            )
-        else:
+        usable = device.rpc_version and _major(device.rpc_version) == host_major
+        if usable and rtt is not None and rtt < cap_ms:
             peers.append((rtt, device))
+        else:
+            rejected.append((device, rtt))
     peers.sort(key=lambda item: (item[0], item[1].node, item[1].worker_id))
+    reasons = [_left_out(d, host, rtt, cap_ms) for d, rtt in rejected[:MAX_REASONS]]
+    if len(rejected) > MAX_REASONS:
+        reasons.append(f"and {len(rejected) - MAX_REASONS} more devices left out")
     return [device for _, device in peers[:MAX_CANDIDATES]], reasons
+
+
+def _left_out(device: Device, host: Device, rtt: float | None, cap_ms: float) -> str:
+    if not device.rpc_version:
+        return f"{device.name}: cannot run an rpc-server"
+    if _major(device.rpc_version) != _major(host.rpc_version):
+        return (
+            f"{device.name}: RPC protocol {device.rpc_version or '?'}, the host speaks "
+            f"{host.rpc_version or '?'}"
+        )
+    if rtt is None:
+        return f"{device.name}: no round-trip time measured from {host.node} yet"
+    return f"{device.name}: {rtt:.0f} ms from {host.node}, over the {cap_ms:.0f} ms cap"
 
 
 def _best_of(
