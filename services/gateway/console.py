@@ -31,8 +31,9 @@ async function refresh(){const s=await (await fetch('api/status')).json();
  s.workers.map(w=>[w.node,w.workerId,(w.device||{}).name||'',
  (((w.device||{}).memoryBudgetBytes||0)/2**30).toFixed(2),
  (w.instances||[]).map(i=>i.model+' '+i.state.replace('INSTANCE_STATE_','').toLowerCase()).join(', ')]))+
- '<h2>Placement</h2>'+table(['model','placed','why'],
- s.placement.map(p=>[p.model,p.placed?'yes':'no',(p.reasons||[]).join('; ')]))+
+ '<h2>Placement</h2>'+table(['model','placed','replicas','requests/min','demand','next','why'],
+ s.placement.map(p=>[p.model,p.placed?'yes':'no',p.replicas,p.requestsPerMinute.toFixed(1),
+ p.demand,(p.next||[]).join('; '),(p.reasons||[]).join('; ')]))+
  '<h2>Splits</h2>'+table(['model','members'],s.groups.map(g=>[g.model,
  g.members.map(m=>m.role+' '+m.node+'/'+m.worker+' '+Math.round(m.share*100)+'%').join(', ')]))+
  '<h2>Round trips</h2>'+table(['from','to','ms'],s.rtt.flatMap(r=>

@@ -96,3 +96,20 @@ async def test_status_shows_each_expert_shard_with_its_experts_and_measured_qual
         "verdict": "perplexity x1.020 …: passes the gate", "measured_on": "n1",
     }  # fmt: skip
     assert second["node"] == "n2" and second["quality"] is None  # not measured yet
+
+
+async def test_status_shows_the_demand_behind_each_placement(
+    store: EtcdStore, mesh_id: str
+) -> None:
+    await store.put(
+        keys.placement(mesh_id, "hot"),
+        pb.PlacementStatus(
+            model="hot", placed=True, replicas=2, mesh_replicas=3, requests_per_minute=240.5,
+            demand="hot: 240.5 requests/min over 2 replicas: one more replica",
+            next=["replica 1 more: every device that could take it serves it already"],
+        ),
+    )  # fmt: skip
+    status = await status_of(store, mesh_id, "one more replica")
+    (placed,) = status["placement"]
+    assert placed["requestsPerMinute"] == 240.5 and placed["replicas"] == 2
+    assert placed["meshReplicas"] == 3 and "serves it already" in placed["next"][0]
