@@ -18,14 +18,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 RTT_CAP_MS = 80.0
 MAX_CANDIDATES = 12  # nearest peers considered (combinations of these are searched)
 MAX_REASONS = 8  # devices left out of a split that a reason names; the rest are counted
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):  # a tuple: built for every device on every split search
     node: str
     worker_id: str
     free_bytes: int
