@@ -89,6 +89,10 @@ async def test_an_api_client_reads_but_cannot_publish_an_endpoint(mesh: Mesh) ->
             await store.put(keys.worker(MESH, "n", "w"), pb.WorkerRecord())
         lease = await store.grant_lease(5)  # its gateway announces itself
         await store.put(keys.service(MESH, "gateway", "g"), pb.ServiceRecord(), lease=lease)
+        demand = await store.grant_lease(5)  # and records the demand its requests show
+        await store.put(
+            keys.demand_entry(MESH, "m", "gateway-g"), pb.Demand(model="m"), lease=demand
+        )
 
 
 async def test_no_certificate_no_store(mesh: Mesh) -> None:
