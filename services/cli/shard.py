@@ -43,6 +43,7 @@ def add_parser(commands: Any) -> None:
         help="the least top-token agreement with the full model (default 0.60)",
     )  # fmt: skip
     shard.add_argument("--json", action="store_true", help="print JSON")
+    shard.set_defaults(run=run_shard)
 
 
 def run_shard(args: argparse.Namespace) -> int:

@@ -265,3 +265,36 @@ def process_table() -> dict[int, ProcessInfo]:
                 pid = int(entry.name)
                 table[pid] = ProcessInfo(pid, int(ppid), int(pgid), state, command.decode().strip())
     return table
+
+
+class RestartBackoff:
+    """When to restart a supervised process that exited — the same rule for the worker's
+    llama-servers and rpc-servers and for the services `mesh-llm serve` runs. The delay
+    doubles from `first_s` up to `max_s` with each exit in a row; a process that ran
+    `stable_after_s` starts the count over. With `give_up_after`, that many exits within
+    `window_s` mean it will not work: `exited` answers None instead of a delay."""
+
+    def __init__(
+        self,
+        first_s: float,
+        max_s: float,
+        stable_after_s: float,
+        give_up_after: int | None = None,
+        window_s: float = 60.0,
+    ) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.stable_after_s = stable_after_s
+        self.give_up_after = give_up_after
+        self.window_s = window_s
+        self.streak = 0  # exits in a row, none of them after a stable run
+        self._exits: list[float] = []
+
+    def exited(self, now: float, ran_s: float) -> float | None:
+        """The delay before the next start, or None: give up. `ran_s`: how long the process
+        ran (or was ready) before this exit."""
+        self.streak = 1 if ran_s >= self.stable_after_s else self.streak + 1
+        self._exits = [t for t in self._exits if now - t < self.window_s] + [now]
+        if self.give_up_after is not None and len(self._exits) >= self.give_up_after:
+            return None
+        return min(self.first_s * 2 ** (self.streak - 1), self.max_s)

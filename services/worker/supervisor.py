@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from meshllm.core.errors import CapacityExhausted, Unavailable
-from meshllm.core.process import ChildProcess
+from meshllm.core.process import ChildProcess, RestartBackoff
 
 from .launchers import LAUNCHERS, Launcher
 from .llama_server import InstanceSpec
@@ -87,13 +87,18 @@ class ManagedInstance:
         return self.state
 
     async def run(self) -> None:
-        backoff = self.settings.restart_backoff_s
+        restarts = RestartBackoff(
+            self.settings.restart_backoff_s,
+            self.settings.restart_backoff_max_s,
+            self.settings.stable_after_s,
+        )
         while not self._stopping:
             ready_since = await self._run_once()
             if self._stopping:
                 break
-            if ready_since and time.monotonic() - ready_since >= self.settings.stable_after_s:
-                backoff = self.settings.restart_backoff_s
+            ready_for = time.monotonic() - ready_since if ready_since else 0.0
+            backoff = restarts.exited(time.monotonic(), ready_for)
+            assert backoff is not None  # an instance is never given up on: its worker decides
             self.restart_count += 1
             logger.warning(
                 "restarting %s in %.1fs (restart %d)",
@@ -103,7 +108,6 @@ class ManagedInstance:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_stop(), timeout=backoff)
-            backoff = min(backoff * 2, self.settings.restart_backoff_max_s)
 
     async def _wait_stop(self) -> None:
         async with self._changed:

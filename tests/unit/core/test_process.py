@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import pid_alive, start_time
 
-from meshllm.core.process import TAIL_LINE_CHARS, ChildProcess, group_members
+from meshllm.core.process import TAIL_LINE_CHARS, ChildProcess, RestartBackoff, group_members
 
 
 async def test_stop_sweeps_children_that_outlived_the_leader() -> None:
@@ -117,3 +117,18 @@ def test_a_killed_parent_takes_its_sigkill_children_along(tmp_path: Path) -> Non
     while pid_alive(child, started):
         assert time.monotonic() < deadline, "the child outlived its parent"
         time.sleep(0.05)
+
+
+def test_restart_backoff_doubles_resets_after_a_stable_run_and_caps() -> None:
+    backoff = RestartBackoff(first_s=1, max_s=5, stable_after_s=60)
+    assert [backoff.exited(float(t), 1) for t in range(0, 400, 100)] == [1, 2, 4, 5]
+    assert backoff.exited(500, ran_s=60) == 1  # it had run long enough: start over
+    assert backoff.exited(600, ran_s=0) == 2
+
+
+def test_restart_backoff_gives_up_after_too_many_exits_in_its_window() -> None:
+    backoff = RestartBackoff(first_s=0.5, max_s=8, stable_after_s=60, give_up_after=3)
+    assert backoff.exited(0, 0) == 0.5 and backoff.exited(10, 0) == 1
+    assert backoff.exited(20, 0) is None
+    spread = RestartBackoff(first_s=0.5, max_s=8, stable_after_s=60, give_up_after=3)
+    assert [spread.exited(t, 0) is None for t in (0, 100, 200, 300)] == [False] * 4

@@ -1,0 +1,17 @@
+"""One module per `mesh-llm` command: each adds its parser (`add_parser`) and runs itself
+(the `run` it sets on its parser)."""
+
+from . import (
+    authority,
+    credentials,
+    dev,
+    discover,
+    enrol,
+    inspect,
+    invite,
+    members,
+    revoke,
+    serve,
+)
+
+COMMANDS = [serve, discover, invite, revoke, members, authority, enrol, credentials, inspect, dev]

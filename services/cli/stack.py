@@ -1,0 +1,235 @@
+"""The child processes of one `serve`: each service (and the mesh's own etcd) started,
+waited on until ready, restarted with a growing delay when it dies (core/process.py's
+`RestartBackoff`, as the worker restarts its llama-servers), and stopped newest first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from meshllm.core.config import BaseServiceSettings
+from meshllm.core.errors import Unavailable
+from meshllm.core.process import ChildProcess, RestartBackoff
+
+from .etcd import EtcdServer
+from .serve_options import ServeError, ServeOptions
+from .terminal import Console
+
+
+def service_backoff() -> RestartBackoff:
+    """0.5 s, 1 s, 2 s …; five exits within a minute take the whole stack down."""
+    return RestartBackoff(first_s=0.5, max_s=8.0, stable_after_s=60.0, give_up_after=5)
+
+
+@dataclass
+class Service:
+    """One service process; restarted with backoff when it dies, like compose would."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str
+    log_path: Path
+    echo: bool
+    process: ChildProcess | None = None
+    restarts: RestartBackoff = field(default_factory=service_backoff)
+    started_at: float = 0.0
+    stop_grace_s: float = 30.0
+
+    async def start(self) -> ChildProcess:
+        self.process = ChildProcess(
+            self.name, self.argv, env=self.env, log_path=self.log_path, echo=self.echo
+        )
+        self.started_at = time.monotonic()
+        await self.process.start()
+        return self.process
+
+    def exit_message(self, code: int | None, delay: float) -> str:
+        return f"warning: {self.name} exited with {code}; restarting in {delay:.1f}s"
+
+
+@dataclass
+class StoreService:
+    """The mesh's private etcd, supervised like the services: restarted on its own ports and
+    data directory, so its keys and every node's token stay valid."""
+
+    server: EtcdServer
+    name: str = "etcd"
+    restarts: RestartBackoff = field(default_factory=service_backoff)
+    started_at: float = 0.0
+    stop_grace_s: float = 5.0
+    busy: bool = False  # restarting on purpose (expose): not a crash
+
+    @property
+    def process(self) -> ChildProcess:
+        return self.server.process
+
+    async def start(self) -> ChildProcess:
+        self.started_at = time.monotonic()
+        await self.server.start()
+        return self.server.process
+
+    def exit_message(self, code: int | None, delay: float) -> str:
+        return (
+            f"warning: the mesh's store (etcd) exited with {code}; requests go on with what "
+            f"every gateway already knows; restarting it in {delay:.1f}s with the same data"
+        )
+
+
+class Stack:
+    """The child processes of one `serve`, stopped newest first."""
+
+    def __init__(self, opts: ServeOptions, console: Console) -> None:
+        self.opts = opts
+        self.console = console
+        self.services: list[Service | StoreService] = []  # in start order
+        self.store: StoreService | None = None
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # run before the children stop
+        base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
+        self.state_dir = Path(base)
+        self.log_dir = self.state_dir / "logs"
+
+    async def start_store(self, etcd: EtcdServer) -> None:
+        self.console.say("starting the mesh's etcd on this machine (pass --etcd to use your own)")
+        self.store = StoreService(etcd)
+        self.services.append(self.store)
+        try:
+            await etcd.start()
+        except Unavailable as exc:
+            raise ServeError(exc.message) from exc
+
+    async def expose_store(self) -> None:
+        """The first node from elsewhere joined: etcd listens beyond loopback from now on
+        (restarted on the same data; the supervisor leaves it alone meanwhile)."""
+        if self.store is None or self.store.server.exposed:
+            return
+        self.store.busy = True
+        try:
+            await self.store.server.expose()
+        finally:
+            self.store.busy = False
+        host = self.store.server.host
+        self.console.say(
+            f"a node joined from elsewhere: the mesh's etcd now listens on {host}",
+            event="store_exposed",
+        )
+
+    async def start_service(
+        self, kind: str, settings: BaseServiceSettings, extra_env: dict[str, str] | None = None
+    ) -> None:
+        service = Service(
+            name=kind,
+            argv=[sys.executable, "-m", f"meshllm.{kind}"],
+            env={**os.environ, **settings.to_env(), **(extra_env or {})},
+            ready_url=settings.probe_url,
+            log_path=self.log_dir / f"{kind}.log",
+            echo=self.opts.verbose,
+        )
+        self.services.append(service)
+        await self.wait_ready(await service.start(), service.ready_url)
+
+    async def wait_ready(self, child: ChildProcess, url: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if not child.running:
+                    raise ServeError(
+                        f"{child.name} exited with {child.returncode}: "
+                        f"{child.last_output()} (log: {child.log_path})"
+                    )
+                try:
+                    async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as reply:
+                        if reply.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        raise ServeError(
+            f"{child.name} was not ready after {timeout_s:.0f}s (log: {child.log_path})"
+        )
+
+    async def stop(self) -> None:
+        for close in self.closers:  # the authority's door and store connection, before etcd
+            await close()
+        for service in reversed(self.services):
+            if service.process is not None:
+                await service.process.stop(grace_s=service.stop_grace_s)
+
+
+async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
+    """Until asked to stop. A service that dies is restarted after a growing delay, each in
+    its own task (a store that is slow to come back holds up no other restart); one that
+    keeps dying takes the stack down with a clear message."""
+    restarting: dict[str, asyncio.Task[None]] = {}
+    try:
+        while not stop.is_set():
+            for service in stack.services:
+                child = service.process
+                busy = service.name in restarting and not restarting[service.name].done()
+                busy = busy or getattr(service, "busy", False)
+                if child is None or child.running or busy:
+                    continue
+                delay = record_crash(service, stack.console)
+                if delay is None:
+                    return 1
+                restarting[service.name] = asyncio.create_task(
+                    restart(service, delay, stack.console, stop)
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+        return 0
+    finally:
+        for task in restarting.values():
+            task.cancel()
+        await asyncio.gather(*restarting.values(), return_exceptions=True)
+
+
+def record_crash(service: Service | StoreService, console: Console) -> float | None:
+    """Says that the service exited; the delay before restarting it, or None when it has
+    crashed too often to go on."""
+    child = service.process
+    assert child is not None
+    now = time.monotonic()
+    delay = service.restarts.exited(now, now - service.started_at)
+    if delay is None:
+        console.say(
+            f"error: {service.name} keeps exiting (code {child.returncode}): "
+            f"{child.last_output()} (log: {child.log_path})",
+            event="error",
+            service=service.name,
+        )
+        return None
+    message = service.exit_message(child.returncode, delay)
+    console.say(
+        message, event="restart", message=message, service=service.name, code=child.returncode
+    )
+    return delay
+
+
+async def restart(
+    service: Service | StoreService, delay: float, console: Console, stop: asyncio.Event
+) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    if stop.is_set():
+        return
+    try:
+        await service.start()
+    except (Unavailable, OSError) as exc:  # counted as another crash on the next round
+        message = exc.message if isinstance(exc, Unavailable) else str(exc)
+        console.say(
+            f"warning: {service.name} did not start again: {message}",
+            event="warning",
+            message=message,
+        )
+        return
+    console.say(f"{service.name} is running again", event="restarted", service=service.name)
