@@ -4,11 +4,12 @@ records and the replicas already placed.
 Demand comes in two kinds. A node's `--model` pins a replica for as long as the node lives.
 Traffic is recorded by the gateways: one record per gateway and model, carrying a recent
 request rate and hanging on a lease nobody keeps alive, so it decays by itself when the
-requests stop. Traffic asks for *mesh replicas* (origin ""), which go to any device with
-room (the one with the most left, which is a standby node's when one is free):
+requests stop. Traffic asks for *mesh replicas* (origin ""), which go only to standby nodes
+(nodes that pin no model of their own), never two on one device:
 
-- A model with live traffic and no placed pinned replica gets one mesh replica: an unserved
-  model a client asks for, or one whose last server went away, is started on a standby.
+- A model with live traffic that no node pins gets one mesh replica: an unserved model a
+  client asks for, or one whose last server went away (and its pin with its node), is
+  started on a standby.
 - A model is **hot** when its load per replica (requests per minute over all its replicas)
   reaches the threshold T = max(busy_rpm, hot_factor * the coolest other model's load): it
   gets one more mesh replica, up to max_replicas in all.
@@ -41,6 +42,7 @@ class ModelDemand:
     requests_per_minute: float = 0.0
     last_request_unix: int = 0
     gateways: int = 0
+    pins: int = 0  # nodes that pin it with --model
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,19 @@ class Decision:
 
 
 def traffic_by_model(demands: Iterable[pb.Demand]) -> dict[str, ModelDemand]:
-    """The unpinned (traffic) records, summed per model."""
+    """The unpinned (traffic) records, summed per model, with the model's pins."""
     rpm: dict[str, float] = {}
     last: dict[str, int] = {}
     gateways: dict[str, int] = {}
+    pins: dict[str, int] = {}
     for d in demands:
         if d.pinned:
+            pins[d.model] = pins.get(d.model, 0) + 1
             continue
         rpm[d.model] = rpm.get(d.model, 0.0) + max(d.requests_per_minute, 0.0)
         last[d.model] = max(last.get(d.model, 0), d.last_request_unix)
         gateways[d.model] = gateways.get(d.model, 0) + 1
-    return {m: ModelDemand(m, rpm[m], last[m], gateways[m]) for m in rpm}
+    return {m: ModelDemand(m, rpm[m], last[m], gateways[m], pins.get(m, 0)) for m in rpm}
 
 
 def mesh_replicas(
@@ -102,14 +106,14 @@ def _decide(
     now: float,
 ) -> Decision:
     rpm = demand.requests_per_minute
-    base = 0 if now_placed.pinned else 1
+    base = 0 if demand.pins else 1  # a pinning node keeps a replica of its own
     have = max(now_placed.mesh, base)
     total = now_placed.pinned + have
     others = [load for m, load in loads.items() if m != demand.model]
     coolest = min(others, default=0.0)
     threshold = max(settings.busy_rpm, settings.hot_factor * coolest)
     settled = now - now_placed.newest_mesh_unix >= settings.dwell_s
-    load = rpm / total
+    load = rpm / max(total, 1)
     rate = f"{rpm:.1f} requests/min over {total} replica{'s' if total != 1 else ''}"
     bound = f"hot at {threshold:.1f}/min per replica"
     if load >= threshold and total < settings.max_replicas and settled:

@@ -221,20 +221,32 @@ def plan(
             served[(a.model, a.origin)] -= 1
     for group in shard_groups:
         _replace_lost_shards(group, catalog, live, used, settings, moe, result)
+    # the mesh's replicas go to standby nodes only: a node that serves models of its own
+    # (pins one) is not given others
+    pinning = {w.origin for w in wants if w.origin}
+    standby = {k: w for k, w in live.items() if w.node not in pinning}
     # every want's first replica before any want's extras: an unserved model comes first
     for want in wants:
         if served.get((want.model, want.origin), 0) > 0:
             result.report(want.model, True, [])
             continue
-        placed, reasons = _place(want, catalog, files, live, used, settings, result, rtt, moe)
+        where = live if want.origin else _without_model(standby, want.model, result)
+        if where or not live:
+            placed, reasons = _place(want, catalog, files, where, used, settings, result, rtt, moe)
+        else:
+            placed, reasons = False, [_no_standby(standby)]
         result.report(want.model, placed, reasons)
         served[(want.model, want.origin)] = int(placed)
     for want in wants:
         have = served.get((want.model, want.origin), 0)
         for _ in range(want.replicas - have if have else 0):
-            placed, reasons = _place(
-                want, catalog, files, live, used, settings, result, rtt, moe, extra=True
-            )
+            where = _without_model(standby if not want.origin else live, want.model, result)
+            if where:
+                placed, reasons = _place(
+                    want, catalog, files, where, used, settings, result, rtt, moe
+                )
+            else:
+                placed, reasons = False, [_no_standby(standby)]
             if not placed:
                 result.report_next(want.model, reasons)
                 break
@@ -295,24 +307,13 @@ def _place(
     result: Plan,
     rtt: RttFn = no_rtt,
     moe: MoeInputs = NO_MOE,
-    extra: bool = False,
 ) -> tuple[bool, list[str]]:
-    """Places one replica of the want (creating its group in `result`): placed, and why.
-    An extra replica goes only to devices that do not serve the model yet."""
+    """Places one replica of the want on the `live` workers it may use (creating its group
+    in `result`): placed, and why."""
     entry = catalog.get(want.model)
     if entry is None:
         return False, ["not in the catalog: register it first"]
     candidates, reasons = _with_file(entry, files.get(want.model, set()), live.values())
-    if extra:
-        holding = {
-            (a.node, a.worker_id)
-            for _, a in [*result.keep, *result.create]
-            if a.model == want.model
-        }
-        live = {k: w for k, w in live.items() if k not in holding}
-        candidates = [w for w in candidates if (w.node, w.worker_id) not in holding]
-        if not candidates:
-            return False, ["every device that could take it serves it already"]
     local = [w for w in candidates if w.node == want.origin]
     context = context_for(entry.facts, want.context, settings)
     need = memory_needed(entry.facts, context, settings)
@@ -353,6 +354,24 @@ def _place(
     )
     result.create.append((worker, assignment))
     return True, reasons
+
+
+def _no_standby(standby: Mapping[tuple[str, str], pb.WorkerRecord]) -> str:
+    if standby:
+        return "every standby device that could take it serves it already"
+    return (
+        "no standby node (a node serving its own models takes no others): start one with "
+        "`mesh-llm serve --standby`"
+    )
+
+
+def _without_model(
+    live: Mapping[tuple[str, str], pb.WorkerRecord], model: str, result: Plan
+) -> dict[tuple[str, str], pb.WorkerRecord]:
+    """The workers that do not serve the model yet: a second replica on one device helps
+    nothing."""
+    holding = {(a.node, a.worker_id) for _, a in [*result.keep, *result.create] if a.model == model}
+    return {k: w for k, w in live.items() if k not in holding}
 
 
 def _create(

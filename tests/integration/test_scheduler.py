@@ -270,6 +270,11 @@ async def test_traffic_starts_a_replica_on_a_standby_and_its_expiry_frees_it(
     (a,) = items.values()
     assert a.origin == "" and a.node in ("n1", "n2")
     leader = schedulers[(await leaders(schedulers)).index(True)]
+
+    async def explained() -> bool:  # the status is written after the assignments
+        return (await leader.client.explain("m")).status.placed
+
+    await wait_until(explained)
     status = (await leader.client.explain("m")).status
     assert status.placed and status.replicas == 1 and status.mesh_replicas == 1
     assert status.requests_per_minute == 2 and "no node serves it" in status.demand

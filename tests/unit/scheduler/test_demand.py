@@ -27,7 +27,10 @@ SETTINGS = PlacementSettings(default_context=4096, headroom_bytes=0, headroom_fr
 def decide(
     rpm: dict[str, float], placed: dict[str, Replicas], now: float = NOW
 ) -> dict[str, tuple[int, str]]:
-    traffic = {m: ModelDemand(m, r) for m, r in rpm.items()}
+    """A node pins each model that has a placed pinned replica."""
+    traffic = {
+        m: ModelDemand(m, r, pins=placed[m].pinned if m in placed else 0) for m, r in rpm.items()
+    }
     return {m: (d.replicas, d.why) for m, d in mesh_replicas(traffic, placed, POLICY, now).items()}
 
 
@@ -38,8 +41,6 @@ def decide(
         ({"a": 1}, {}, 1, "no node serves it"),
         # a pinned replica serves it and it is cool: the mesh adds nothing
         ({"a": 5}, {"a": Replicas(pinned=1)}, 0, "5.0 requests/min over 1 replica"),
-        # the pinned replica was not placed: the mesh still starts one
-        ({"a": 5}, {"a": Replicas(pinned=0)}, 1, "no node serves it"),
         # hot on its own: 30/min on one replica, busy at 20
         ({"a": 30}, {"a": Replicas(mesh=1, newest_mesh_unix=LONG_AGO)}, 2, "hot"),
         # hot, but its last replica came moments ago: wait out the dwell time
@@ -76,6 +77,13 @@ def test_a_model_much_hotter_than_the_coolest_gets_another_replica() -> None:
     assert {m: d.replicas for m, d in got.items()} == {"hot": 2, "cool": 1, "warm": 1}
 
 
+def test_a_pinned_model_gets_no_mesh_replica_while_its_pin_lives() -> None:
+    # its pinned replica is not placed (no room), yet the pin stands: the mesh adds none,
+    # so a node that comes back never finds its model doubled
+    traffic = {"a": ModelDemand("a", 5, pins=1)}
+    assert mesh_replicas(traffic, {}, POLICY, NOW)["a"].replicas == 0
+
+
 @pytest.mark.parametrize("rpm", [0.5, 7, 19.9, 20, 21, 39, 40, 41, 59, 61, 200, 5000])
 @pytest.mark.parametrize("pinned", [0, 1])
 def test_hysteresis_no_change_undoes_itself(rpm: float, pinned: int) -> None:
@@ -99,7 +107,7 @@ def test_traffic_is_summed_over_gateways_and_pins_are_not_traffic() -> None:
         pb.Demand(model="a", origin="n1", pinned=True),
         pb.Demand(model="b", origin="n1", pinned=True),
     ]
-    assert traffic_by_model(records) == {"a": ModelDemand("a", 7, 9, 2)}
+    assert traffic_by_model(records) == {"a": ModelDemand("a", 7, 9, 2, pins=1)}
 
 
 def test_placed_replicas_count_groups_not_assignments() -> None:
@@ -176,6 +184,24 @@ def test_fewer_replicas_wanted_drops_only_the_surplus() -> None:
     result = plan([Want("m", "", 0, replicas=2)], {"m": entry("m", 1)}, {}, workers, kept, SETTINGS)
     assert result.delete == ["kc"] and not result.create
     assert [k for k, _ in result.keep] == ["ka", "kb"] and result.status["m"].replicas == 2
+
+
+def test_the_mesh_replicas_go_only_to_standby_nodes() -> None:
+    # "a" pins its own model: the mesh's replica of "m" goes to the standby "b", though
+    # "a" has more room; with no standby left it waits, saying why
+    wants = [Want("own", "a", 0), Want("m", "", 0, replicas=2)]
+    catalog = {"own": entry("own", 1), "m": entry("m", 1)}
+    result = plan(wants, catalog, {}, [worker("a", 64), worker("b", 4)], {}, SETTINGS)
+    assert sorted((w.node, a.model) for w, a in result.create) == [("a", "own"), ("b", "m")]
+    assert "every standby device that could take it serves it" in result.status["m"].next[0]
+    alone = plan(wants[1:], catalog, {}, [worker("a", 64)], {}, SETTINGS)
+    assert alone.create  # no pins at all: every node is a standby
+    pinned_only = plan(
+        [Want("own", "a", 0), Want("m", "", 0)], catalog, {}, [worker("a", 64)], {}, SETTINGS
+    )
+    assert [a.model for _, a in pinned_only.create] == ["own"]
+    assert not pinned_only.status["m"].placed
+    assert "mesh-llm serve --standby" in pinned_only.status["m"].reasons[0]
 
 
 def test_a_demanded_model_that_fits_nowhere_says_why() -> None:
