@@ -11,6 +11,7 @@ command -v ninja >/dev/null || need+=(ninja-build)
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 if ! command -v apt-get >/dev/null; then

@@ -146,9 +146,10 @@ def local_serve(
     console: bool = True,
     extra: tuple[str, ...] = (),
     command: str = "serve",
+    env: dict[str, str] | None = None,
 ) -> ServeProcess:
     """`mesh-llm serve` on this machine, on free ports, started (not yet ready: wait for
-    its `model_ready` events)."""
+    its `model_ready` events), with `env` added to its environment."""
     port = free_port()
     console_port = free_port() if console else 0
     flags = [arg for model in models for arg in ("--gguf", str(model))]
@@ -170,6 +171,8 @@ def local_serve(
         "--json",
         *extra,
     )
+    if env:
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
     return ServeProcess(
         command,
         argv,

@@ -13,12 +13,16 @@ OpenAI-compatible API at http://localhost:9337/v1.
 
   mesh-llm serve --model smollm2          start a mesh serving a built-in demo chat model
   mesh-llm serve --gguf ./model.gguf      serve a GGUF file
+  mesh-llm serve --model org/repo/m.gguf  serve a Hugging Face GGUF (or a catalog name)
+  mesh-llm models search qwen             find models by name (also: show, download,
+                                          installed, cleanup)
   mesh-llm serve --join TOKEN --model X   add this machine to a mesh, serving X
   mesh-llm client --join TOKEN            use a mesh's API from this machine
   mesh-llm discover                       list meshes published on the local network
   mesh-llm invite [--ttl 1h] [--client]   mint an invite token for another machine
   mesh-llm revoke NODE                    remove a node from the mesh
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
+  mesh-llm service install -- FLAGS       run `serve FLAGS` as a user service (systemd, launchd)
   mesh-llm dev make-model                 write a small random-weight test model
   mesh-llm dev shard MODEL --nodes N      split a mixture of experts into measured shards
 """

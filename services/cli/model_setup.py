@@ -1,17 +1,14 @@
-"""The models a `serve` was started with: built-ins downloaded in the foreground (with
-pip's progress bar), each registered with this node's registry."""
+"""The models a `serve` was started with: each downloaded in the foreground when it is not
+here yet (with progress bars), then registered with this node's registry."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import asyncio
 from pathlib import Path
 
 from meshllm.core import pki
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.errors import MeshError
-from meshllm.registry.catalog import ALIASES, BUILTIN
 from meshllm.registry.settings import RegistrySettings
 
 from .serve_options import ServeError
@@ -25,8 +22,8 @@ async def register_models(
     async with RegistryClient(f"127.0.0.1:{registry.grpc_port}", credentials) as client:
         for value in models:
             ref = model_reference(value)
-            if "name" in ref and ALIASES.get(value, value) in BUILTIN:
-                fetch_with_progress(value, registry, console)
+            if "name" in ref:
+                await fetch_with_progress(value, registry, console)
             try:
                 entry = await client.register(**ref)
             except MeshError as exc:
@@ -41,17 +38,23 @@ async def register_models(
     return names
 
 
-def fetch_with_progress(name: str, registry: RegistrySettings, console: Console) -> None:
-    """Built-in models are downloaded in the foreground, where pip's progress bar shows."""
-    cached = Path(registry.cache_dir).expanduser() / f"{ALIASES.get(name, name)}.gguf"
-    if cached.is_file():
-        return
-    console.say(f"downloading {name} ({BUILTIN[ALIASES.get(name, name)].size_hint}) …")
-    done = subprocess.run(
-        [sys.executable, "-m", "meshllm.registry", "fetch", name],
-        env={**os.environ, **registry.to_env()},
-        stdout=subprocess.DEVNULL if console.as_json else None,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ServeError(f"could not download {name}; check the network or pass --gguf PATH")
+async def fetch_with_progress(value: str, registry: RegistrySettings, console: Console) -> None:
+    """A model that is not on this node yet is downloaded in the foreground, where the
+    progress bars show (pip's for a built-in, the hub's then the checksum's for a Hugging
+    Face model); a failure ends `serve` with one line."""
+    from meshllm.registry import sources
+    from meshllm.registry.progress import hash_bar
+
+    cache = Path(registry.cache_dir).expanduser()
+
+    def fetch() -> None:
+        resolved = sources.resolve(value, Path(registry.models_dir).expanduser(), cache)
+        if resolved.path is None:
+            console.say(f"downloading {resolved.name} …", event="downloading", model=value)
+        with hash_bar(resolved.name) as on_hash:
+            sources.fetch(resolved, cache, progress=not console.as_json, on_hash=on_hash)
+
+    try:
+        await asyncio.to_thread(fetch)
+    except MeshError as exc:
+        raise ServeError(f"--model {value}: {exc.message}") from exc

@@ -109,8 +109,14 @@ class RegistryClient:
 
 
 def model_reference(value: str) -> dict[str, str]:
-    """A `--model` value is a GGUF path when it names a file, else a catalog name."""
-    if value.endswith(".gguf") or os.path.isfile(value):
+    """A `--model` value is a GGUF path when it names a file or is written as a path
+    (`./m.gguf`, `/models/m.gguf`, `~/m.gguf`, `m.gguf`), else a name for the registry to
+    resolve: a model it holds, a built-in, a catalog name or a Hugging Face reference
+    (`org/repo/file.gguf`)."""
+    as_path = value.startswith(("/", "./", "../", "~")) or (
+        value.endswith(".gguf") and "/" not in value
+    )
+    if as_path or os.path.isfile(value):
         return {"path": value}
     return {"name": value}
 

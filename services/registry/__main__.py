@@ -1,5 +1,6 @@
 """The registry service: `python -m meshllm.registry` (settings from MESH_* variables).
-`python -m meshllm.registry fetch NAME` downloads a built-in model into the cache, with progress."""
+`python -m meshllm.registry fetch VALUE` brings the model a `--model` value names to this node,
+with progress bars."""
 
 from __future__ import annotations
 
@@ -29,14 +30,20 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
 
 
-def fetch(name: str) -> None:
-    from .catalog import fetch_builtin
+def fetch(value: str) -> None:
+    """The model a `--model` value names, on this node, with progress bars (download, then
+    the checksum); prints its path."""
+    from . import sources
+    from .progress import hash_bar
 
     try:
-        cache = Path(load_settings(RegistrySettings).cache_dir).expanduser()
-        print(fetch_builtin(name, cache, show_progress=True))
+        settings = load_settings(RegistrySettings)
+        cache = Path(settings.cache_dir).expanduser()
+        resolved = sources.resolve(value, Path(settings.models_dir).expanduser(), cache)
+        with hash_bar(resolved.name) as on_hash:
+            print(sources.fetch(resolved, cache, progress=True, on_hash=on_hash))
     except MeshError as exc:
-        sys.exit(f"registry fetch: {exc.message}")
+        sys.exit(f"mesh-llm: error: {exc.message}")
 
 
 def cli() -> None:

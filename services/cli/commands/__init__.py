@@ -10,8 +10,23 @@ from . import (
     inspect,
     invite,
     members,
+    models,
     revoke,
     serve,
+    service,
 )
 
-COMMANDS = [serve, discover, invite, revoke, members, authority, enrol, credentials, inspect, dev]
+COMMANDS = [
+    serve,
+    models,
+    discover,
+    invite,
+    revoke,
+    members,
+    authority,
+    enrol,
+    credentials,
+    inspect,
+    dev,
+    service,
+]
