@@ -11,7 +11,7 @@ from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.errors import MeshError
 from meshllm.registry.settings import RegistrySettings
 
-from .serve_options import ServeError
+from .serve_options import ServeError, ServeOptions
 from .terminal import Console
 
 
@@ -58,3 +58,34 @@ async def fetch_with_progress(value: str, registry: RegistrySettings, console: C
         await asyncio.to_thread(fetch)
     except MeshError as exc:
         raise ServeError(f"--model {value}: {exc.message}") from exc
+
+
+def pick_model(opts: ServeOptions, console: Console) -> str:
+    """`serve --auto` founding a mesh with no model given: the largest catalog model that
+    fits what this machine's device offers (as its worker will measure it)."""
+    from meshllm.registry import model_catalog
+    from meshllm.worker.gpus import cap_budget, select_device
+    from meshllm.worker.settings import WorkerSettings
+
+    fraction = WorkerSettings.model_fields["cpu_memory_fraction"].default
+    try:
+        device = select_device(opts.device, fraction, int(opts.cpu_memory_gib * 2**30))
+    except ValueError as exc:
+        raise ServeError(f"--device: {exc}") from exc
+    budget = cap_budget(device, int(opts.max_vram_gb * 1e9)).memory_budget_bytes
+    fitting = model_catalog.fitting(budget)
+    if not fitting:
+        raise ServeError(
+            f"--auto: no catalog model fits the {budget / 1e9:.1f} GB this machine offers; "
+            "pass --model NAME or --gguf PATH"
+        )
+    chosen = fitting[0]
+    console.say(
+        f"--auto: this machine offers {budget / 1e9:.1f} GB: serving {chosen.name} "
+        f"({chosen.parameters}, {chosen.size_bytes / 1e9:.1f} GB), the largest catalog model "
+        "that fits",
+        event="auto_model",
+        model=chosen.name,
+        budget_bytes=budget,
+    )
+    return chosen.name

@@ -26,7 +26,7 @@ from .etcd import free_port
 from .local import RunningNode
 from .membership import MeshAccess
 from .mesh_entry import find_mesh, found_mesh, join_mesh, publish
-from .model_setup import register_models
+from .model_setup import pick_model, register_models
 from .network import bind_address, lan_address, local_address
 from .serve_options import ServeError, ServeOptions
 from .stack import Stack, watch_children
@@ -73,6 +73,8 @@ async def _run(
 ) -> int:
     host = opts.host or lan_address()
     token = opts.join or await find_mesh(opts, host, console)
+    if opts.auto and token is None and not opts.client_only and not opts.models:
+        opts.models = [pick_model(opts, console)]  # a new mesh serves what fits this machine
     access = await (join_mesh(stack, opts, host, token) if token else found_mesh(stack, opts, host))
     common = {
         "etcd_endpoints": ",".join(access.etcd),

@@ -112,8 +112,9 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auto",
         action="store_true",
-        help="join the largest mesh announced on the local network "
-        "(serve: or start a new one if there is none)",
+        help="join the largest mesh announced on the local network (serve: or start a new "
+        "one if there is none; with no model given, a new mesh serves the largest catalog "
+        "model that fits this machine, and a node joining one is a standby)",
     )
     parser.add_argument("--port", type=int, default=9337, help="API port (default 9337)")
     parser.add_argument(
