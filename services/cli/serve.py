@@ -20,7 +20,7 @@ from meshllm.gateway.guard import read_keys
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.settings import RegistrySettings
 from meshllm.scheduler.settings import SchedulerSettings
-from meshllm.worker.settings import SupervisorSettings, WorkerSettings
+from meshllm.worker.settings import ModelContext, SupervisorSettings, WorkerSettings
 
 from .etcd import free_port
 from .local import RunningNode
@@ -168,6 +168,11 @@ async def start_node_services(
             split=opts.split,
             llama_cache_dir=str(stack.state_dir / "llama-cache"),
             models=",".join(opts.models),
+            model_contexts=[
+                ModelContext(model=m, context=c)
+                for m, c in opts.contexts.items()
+                if m in opts.models
+            ],
             supervisor=SupervisorSettings(
                 llama_server=llama_server,
                 parallel=opts.parallel,

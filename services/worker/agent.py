@@ -106,6 +106,7 @@ class WorkerAgent(LoopComponent):
         """Register the models this node was started with and record the demand for them,
         pinned for as long as this worker lives."""
         names = []
+        contexts = {c.model: c.context for c in self.settings.model_contexts}
         for value in models:
             entry = await registry.register(**model_reference(value))
             names.append(entry.name)
@@ -116,6 +117,7 @@ class WorkerAgent(LoopComponent):
                     origin=self.settings.node,
                     pinned=True,
                     split=self.settings.split,
+                    context=contexts.get(value, 0),
                 ),
             )
         return names

@@ -40,6 +40,11 @@ class SupervisorSettings(Section):
         return range(int(low), int(high or low) + 1)
 
 
+class ModelContext(Section):
+    model: str  # as given in `models`
+    context: int = Field(ge=256)
+
+
 class WorkerSettings(BaseServiceSettings):
     grpc_port: int = 9340
     http_port: int = Field(9341, description="/health, /readyz and /metrics (on probe_host)")
@@ -69,6 +74,9 @@ class WorkerSettings(BaseServiceSettings):
     cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")
     cpu_memory_bytes: int = Field(0, ge=0, description="explicit CPU budget; overrides fraction")
     models: str = Field("", description="comma-separated models (names or GGUF paths) to serve")
+    model_contexts: list[ModelContext] = Field(
+        default_factory=list, description="the context of some of `models`, where one is wanted"
+    )
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @property

@@ -115,7 +115,7 @@ def test_port_in_use() -> None:
         sock.listen()
         port = sock.getsockname()[1]
         assert_one_line_error(
-            run("serve", "--port", str(port)), f"port {port} is not free", "--port"
+            run("serve", "--standby", "--port", str(port)), f"port {port} is not free", "--port"
         )
 
 
@@ -123,7 +123,7 @@ def test_etcd_missing_gives_an_install_hint(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     env = {**os.environ, "PATH": str(bin_dir)}
-    done = run("serve", "--port", str(free_port()), "--console-port", "0", env=env)
+    done = run("serve", "--standby", "--port", str(free_port()), "--console-port", "0", env=env)
     assert_one_line_error(done, "etcd is not installed", "apt-get install etcd-server", "--etcd")
 
 
@@ -263,7 +263,7 @@ def test_a_service_refuses_to_face_the_network_without_credentials() -> None:
 def test_serve_with_a_bad_setting_in_the_environment(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {**os.environ, "MESH_LEASE_TTL_S": "soon"}
-    done = run("serve", "--port", str(free_port()), "--state-dir", str(state), env=env)
+    done = run("serve", "--standby", "--port", str(free_port()), "--state-dir", str(state), env=env)
     assert_one_line_error(done, "MESH_LEASE_TTL_S", "'soon'")
     assert not [p for p in process_table().values() if str(state) in p.command]
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import Subcommands, fail
+
+if TYPE_CHECKING:
+    from ..serve_options import ServeOptions
 
 
 def add_parser(commands: Subcommands) -> None:
@@ -78,6 +83,13 @@ def add_parser(commands: Subcommands) -> None:
         "(for testing and benchmarking pipeline splits)",
     )
     serve.add_argument(
+        "--config",
+        default="",
+        metavar="PATH",
+        help="the startup config (default ~/.mesh-llm/config.toml, or $MESH_HOME/config.toml): "
+        "its [[models]] are served when no --model/--gguf is given",
+    )
+    serve.add_argument(
         "--standby",
         action="store_true",
         help="serve no model of this node's own: the mesh gives it models its requests ask "
@@ -101,7 +113,7 @@ def add_parser(commands: Subcommands) -> None:
         "localhost:9337 and sends every request to the nodes that serve the model.",
     )
     add_mesh_flags(client)
-    serve.set_defaults(run=run)
+    serve.set_defaults(run=run, parser=serve)
     client.set_defaults(run=run)
 
 
@@ -210,24 +222,62 @@ def run(args: argparse.Namespace) -> int:
         auto=args.auto,
     )
     if serving:
-        opts.models = [*args.model, *args.gguf]
-        opts.etcd, opts.mesh_name, opts.device = args.etcd, args.mesh_name, args.device
+        problem = _startup_models(args, opts)
+        if problem:
+            return fail(problem)
+        if not opts.models and not (args.standby or token or args.auto):
+            print(
+                "⚠️  nothing to serve: pass --model NAME or --gguf PATH, list models in "
+                f"{_config_path(args)}, or start a standby node with --standby\n",
+                file=sys.stderr,
+            )
+            args.parser.print_help()
+            return 0
+        opts.etcd, opts.mesh_name = args.etcd, args.mesh_name
         opts.cpu_memory_gib, opts.context = args.cpu_memory, args.context
         opts.parallel, opts.threads = args.parallel, args.threads
         opts.publish = args.publish
         opts.max_vram_gb, opts.split = args.max_vram, args.split
         opts.tunnel_port = args.tunnel_port
-        if args.standby and opts.models:
-            return fail(
-                "--standby serves what the mesh asks for, not models of its own: "
-                "drop --standby or --model/--gguf"
-            )
     try:
         return asyncio.run(serve(opts))
     except ServeError as exc:
         return fail(str(exc))
     except InvalidSettings as exc:  # a bad MESH_* variable in this environment
         return fail(exc.message)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    from ..local import home
+
+    return Path(args.config).expanduser() if args.config else home() / "config.toml"
+
+
+def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
+    """The models, their contexts and the device from the flags and the config file (see
+    cli/config_file.py for the precedence); a one-line problem, or ""."""
+    from meshllm.worker.gpus import nvidia_devices
+
+    from ..config_file import ConfigError, load, startup_models
+
+    flags = [*args.model, *args.gguf]
+    if args.standby and flags:
+        return (
+            "--standby serves what the mesh asks for, not models of its own: drop --standby "
+            "or --model/--gguf"
+        )
+    path = _config_path(args)
+    try:
+        config = None if args.standby else load(path)
+        if args.config and config is None and not args.standby:
+            return f"--config {args.config}: no such file"
+        chosen = startup_models(flags, args.context, args.device, config, path, nvidia_devices)
+    except ConfigError as exc:
+        return str(exc)
+    opts.models, opts.contexts, opts.device = chosen.models, chosen.contexts, chosen.device
+    for note in chosen.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return ""
 
 
 def api_problem(args: argparse.Namespace) -> str:

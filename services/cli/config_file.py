@@ -1,0 +1,193 @@
+"""`~/.mesh-llm/config.toml` (`serve --config PATH` for another): the models a node serves
+when started with no model on its command line.
+
+    version = 1
+
+    [gpu]
+    assignment = "auto"        # or "pinned": every model names the GPU it runs on
+
+    [[models]]
+    model = "Qwen2.5-3B"       # anything --model takes
+    ctx_size = 8192            # its context (serve --context overrides it)
+    gpu_id = "uuid:GPU-…"      # pinned only: a stable id from `mesh-llm gpus`
+    mmproj = ""                # a vision model's projector
+
+    [[plugin]]
+    name = "…"
+
+Precedence: `--model`/`--gguf` on the command line ignore the configured models (and their
+pins); `--context` overrides every `ctx_size`. A pinned configuration fails closed: a
+`gpu_id` that is missing, not a stable id (`index:0`, `CUDA0`), matched by no device here or
+by more than one stops `serve` before anything starts. What the file says becomes the same
+settings the services read (WorkerSettings' `models`, `model_contexts` and `device`)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+
+PINNABLE = ("uuid:", "pci:")
+
+
+class ConfigError(Exception):
+    """One line: the file, and what is wrong in it."""
+
+
+class GpuConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    assignment: Literal["auto", "pinned"] = "auto"
+    parallel: int | None = Field(None, ge=1)
+
+
+class ModelConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    model: str = Field(min_length=1)
+    ctx_size: int | None = Field(None, ge=256)
+    gpu_id: str = ""
+    mmproj: str = ""
+    parallel: int | None = Field(None, ge=1)
+
+
+class PluginConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1)
+    enabled: bool = True
+    command: str = ""
+    args: list[str] = Field(default_factory=list)
+    url: str = ""
+
+
+class MeshConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    version: Literal[1]
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    plugin: list[PluginConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _pins_match_the_assignment(self) -> MeshConfig:
+        for m in self.models:
+            if self.gpu.assignment == "pinned" and not m.gpu_id:
+                raise ValueError(f"model {m.model!r} has no gpu_id, and [gpu] assignment is pinned")
+            if self.gpu.assignment == "auto" and m.gpu_id:
+                raise ValueError(
+                    f"model {m.model!r} names gpu_id {m.gpu_id!r} but [gpu] assignment is "
+                    'auto: set assignment = "pinned" or drop the gpu_id'
+                )
+        return self
+
+
+def load(path: Path) -> MeshConfig | None:
+    """The configuration in `path`; None when there is no such file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return MeshConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "literal_error" and first["loc"] == ("version",):
+            message = "version must be 1"
+        elif first["type"] == "missing" and first["loc"] == ("version",):
+            message = "version = 1 is missing"
+        raise ConfigError(f"{path}: {where}: {message}") from exc
+
+
+@dataclass(frozen=True)
+class StartupModels:
+    """What `serve` starts with once the command line and the file are weighed."""
+
+    models: list[str]
+    contexts: dict[str, int]  # model value → context, where one was configured
+    device: str  # the worker's device: the flag's, or the GPU every pin names
+    source: str  # "command line", the config file's path, or "" when there are none
+    notes: list[str]  # what was ignored, said once at start
+
+
+def startup_models(
+    flags: Sequence[str],
+    context_flag: int,
+    device_flag: str,
+    config: MeshConfig | None,
+    config_path: Path,
+    devices: Callable[[], Sequence[pb.Device]],
+) -> StartupModels:
+    """The precedence rules, as a function of the flags, the file and this machine's
+    devices (`devices`, asked only for pinned ids)."""
+    notes = []
+    if flags:
+        if config is not None and config.models:
+            notes.append(f"--model/--gguf given: the models in {config_path} are not started")
+        return StartupModels(list(flags), {}, device_flag, "command line", notes)
+    if config is None or not config.models:
+        return StartupModels([], {}, device_flag, "", notes)
+    contexts = {m.model: m.ctx_size for m in config.models if m.ctx_size and not context_flag}
+    notes += [
+        f"{m.model}: mmproj is not passed to llama-server yet; it serves text only"
+        for m in config.models
+        if m.mmproj
+    ]
+    if config.plugin:
+        notes.append(f"{config_path}: [[plugin]] entries are read but no plugins run yet")
+    device = device_flag
+    if config.gpu.assignment == "pinned":
+        device = pinned_device(config.models, devices(), config_path)
+    return StartupModels(
+        [m.model for m in config.models], contexts, device, str(config_path), notes
+    )
+
+
+def pinned_device(models: Sequence[ModelConfig], devices: Sequence[pb.Device], path: Path) -> str:
+    """The one device every pinned model names (as the worker's --device: its UUID or
+    index), or ConfigError saying why not — before anything starts."""
+    chosen: dict[str, pb.Device] = {}
+    for m in models:
+        if not m.gpu_id.lower().startswith(PINNABLE):
+            raise ConfigError(
+                f"{path}: model {m.model!r}: gpu_id {m.gpu_id!r} is not a stable id; use a "
+                "uuid:… or pci:… id that `mesh-llm gpus` marks pinnable"
+            )
+        matches = [d for d in devices if m.gpu_id.lower() in (i.lower() for i in stable_ids(d))]
+        if not matches:
+            raise ConfigError(
+                f"{path}: model {m.model!r}: no device here has gpu_id {m.gpu_id!r} (a GPU "
+                "removed or moved?); `mesh-llm gpus` lists this machine's"
+            )
+        if len(matches) > 1:
+            raise ConfigError(f"{path}: model {m.model!r}: gpu_id {m.gpu_id!r} is ambiguous")
+        chosen[m.gpu_id.lower()] = matches[0]
+    if len({d.uuid or d.pci_bus_id for d in chosen.values()}) > 1:
+        raise ConfigError(
+            f"{path}: the models pin {len(chosen)} different GPUs; a node runs one worker: pin "
+            "them to one GPU, or run a node per GPU (serve --device)"
+        )
+    device = next(iter(chosen.values()))
+    return device.uuid or str(device.index)
+
+
+def stable_ids(device: pb.Device) -> list[str]:
+    """The ids a config may pin a device by: its UUID and its PCI address (NVML's 8-digit
+    domain written as the usual 4, as lspci does)."""
+    ids = []
+    if device.uuid:
+        ids.append(f"uuid:{device.uuid}")
+    if device.pci_bus_id:
+        domain, _, rest = device.pci_bus_id.partition(":")
+        ids.append(f"pci:{int(domain, 16):04x}:{rest}".lower() if rest else f"pci:{domain}")
+    return ids

@@ -1,0 +1,133 @@
+"""config.toml: what it may say, the precedence between it and the command line, and the
+pinned GPU ids that fail closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshllm.cli.config_file import ConfigError, load, stable_ids, startup_models
+from meshllm.core.proto.mesh.v1 import common_pb2 as pb
+
+H100_A = pb.Device(uuid="GPU-aaaa-1111", pci_bus_id="00000000:65:00.0", index=0)
+H100_B = pb.Device(uuid="GPU-bbbb-2222", pci_bus_id="00000000:B3:00.0", index=1)
+TWIN = pb.Device(uuid="GPU-aaaa-1111", pci_bus_id="00000000:66:00.0", index=2)  # a bad driver
+
+
+def config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[gpu]\nassignment = 'auto'\n", "version = 1 is missing"),
+        ("version = 2\n", "version must be 1"),
+        ("version = 1\n[[models]\n", "not valid TOML"),
+        ("version = 1\ncolour = 'red'\n", "colour: Extra inputs are not permitted"),
+        ("version = 1\n[[models]]\nmodel = ''\n", "models.0.model"),
+        ("version = 1\n[[models]]\nmodel = 'm'\nctx_size = 10\n", "models.0.ctx_size"),
+        (
+            "version = 1\n[gpu]\nassignment = 'pinned'\n[[models]]\nmodel = 'm'\n",
+            "model 'm' has no gpu_id, and [gpu] assignment is pinned",
+        ),
+        (
+            "version = 1\n[[models]]\nmodel = 'm'\ngpu_id = 'uuid:GPU-x'\n",
+            "but [gpu] assignment is auto",
+        ),
+        ("version = 1\n[gpu]\nassignment = 'sometimes'\n", "gpu.assignment"),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    path = config(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    line = str(caught.value)
+    assert line.startswith(str(path)) and message in line and "\n" not in line
+
+
+def test_no_file_is_no_config(tmp_path: Path) -> None:
+    assert load(tmp_path / "none.toml") is None
+
+
+FULL = """
+version = 1
+[gpu]
+assignment = "auto"
+[[models]]
+model = "Qwen2.5-3B"
+ctx_size = 8192
+[[models]]
+model = "org/repo/vision.gguf"
+mmproj = "org/repo/mmproj.gguf"
+[[plugin]]
+name = "demo"
+command = "/bin/true"
+"""
+
+
+def nothing() -> list[pb.Device]:
+    raise AssertionError("devices are read only for a pinned config")
+
+
+def test_the_config_is_what_serve_starts_with(tmp_path: Path) -> None:
+    path = config(tmp_path, FULL)
+    chosen = startup_models([], 0, "auto", load(path), path, nothing)
+    assert chosen.models == ["Qwen2.5-3B", "org/repo/vision.gguf"]
+    assert chosen.contexts == {"Qwen2.5-3B": 8192} and chosen.device == "auto"
+    assert any("mmproj" in n for n in chosen.notes) and any("plugin" in n for n in chosen.notes)
+
+
+def test_models_on_the_command_line_ignore_the_configured_ones(tmp_path: Path) -> None:
+    path = config(tmp_path, FULL)
+    chosen = startup_models(["smollm2"], 0, "cpu", load(path), path, nothing)
+    assert chosen.models == ["smollm2"] and chosen.contexts == {} and chosen.device == "cpu"
+    assert chosen.notes == [f"--model/--gguf given: the models in {path} are not started"]
+
+
+def test_the_context_flag_overrides_every_ctx_size(tmp_path: Path) -> None:
+    path = config(tmp_path, FULL)
+    assert startup_models([], 2048, "auto", load(path), path, nothing).contexts == {}
+
+
+def pinned(tmp_path: Path, *ids: str) -> Path:
+    models = "".join(f"[[models]]\nmodel = 'm{i}'\ngpu_id = '{g}'\n" for i, g in enumerate(ids))
+    return config(tmp_path, f"version = 1\n[gpu]\nassignment = 'pinned'\n{models}")
+
+
+@pytest.mark.parametrize(
+    ("ids", "devices", "device", "message"),
+    [
+        (("uuid:GPU-bbbb-2222",), [H100_A, H100_B], "GPU-bbbb-2222", ""),
+        (("pci:0000:65:00.0",), [H100_A, H100_B], "GPU-aaaa-1111", ""),
+        (("PCI:0000:B3:00.0", "uuid:GPU-bbbb-2222"), [H100_A, H100_B], "GPU-bbbb-2222", ""),
+        (("index:0",), [H100_A], "", "is not a stable id"),
+        (("CUDA0",), [H100_A], "", "is not a stable id"),
+        (("uuid:GPU-gone",), [H100_A, H100_B], "", "no device here has gpu_id 'uuid:GPU-gone'"),
+        (("uuid:GPU-aaaa-1111",), [], "", "no device here has gpu_id"),
+        (("uuid:GPU-aaaa-1111",), [H100_A, TWIN], "", "is ambiguous"),
+        (
+            ("uuid:GPU-aaaa-1111", "uuid:GPU-bbbb-2222"),
+            [H100_A, H100_B],
+            "",
+            "the models pin 2 different GPUs",
+        ),
+    ],
+)
+def test_pinned_ids_resolve_or_fail_closed(
+    tmp_path: Path, ids: tuple[str, ...], devices: list[pb.Device], device: str, message: str
+) -> None:
+    path = pinned(tmp_path, *ids)
+    if message:
+        with pytest.raises(ConfigError, match=message):
+            startup_models([], 0, "auto", load(path), path, lambda: devices)
+    else:
+        assert startup_models([], 0, "auto", load(path), path, lambda: devices).device == device
+
+
+def test_stable_ids_are_the_uuid_and_the_usual_pci_address() -> None:
+    assert stable_ids(H100_A) == ["uuid:GPU-aaaa-1111", "pci:0000:65:00.0"]
+    assert stable_ids(pb.Device(index=0)) == []
