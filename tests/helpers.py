@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -13,10 +15,15 @@ import pytest
 
 from meshllm.cli.etcd import free_port
 from meshllm.core import keys, pki
+from meshllm.core.clients import RegistryClient
+from meshllm.core.grpc import make_server
 from meshllm.core.pki import Credentials
 from meshllm.core.process import ChildProcess, process_table
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore
+from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
+from meshllm.core.store import EtcdStore, LeaseKeeper
+from meshllm.registry.servicer import RegistryServicer
+from meshllm.registry.settings import RegistrySettings
 from meshllm.worker.llama_server import InstanceSpec, build_argv
 
 
@@ -146,3 +153,31 @@ async def publish_endpoint(
             relay_url=url,
         ),
     )
+
+
+@dataclass
+class RunningRegistry:
+    client: RegistryClient
+    address: str
+    servicer: RegistryServicer
+
+
+@asynccontextmanager
+async def running_registry(
+    store: EtcdStore, settings: RegistrySettings
+) -> AsyncIterator[RunningRegistry]:
+    """A real registry gRPC server on a free loopback port, with its lease, stopped after."""
+    lease = LeaseKeeper(store, ttl_s=5)
+    await lease.start()
+    servicer = RegistryServicer(settings, store, lease)
+    server, _, port = make_server(
+        "127.0.0.1:0",
+        lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s),
+    )
+    await server.start()
+    try:
+        async with RegistryClient(f"127.0.0.1:{port}") as client:
+            yield RunningRegistry(client, f"127.0.0.1:{port}", servicer)
+    finally:
+        await server.stop(0)
+        await lease.stop()

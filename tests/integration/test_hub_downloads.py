@@ -17,15 +17,13 @@ import httpx
 import pytest
 from fake_hub import FakeHub
 from harness import local_serve
+from helpers import running_registry
 
 from meshllm.core.clients import RegistryClient
 from meshllm.core.errors import Forbidden, InvalidRequest, NotFound, Unavailable
-from meshllm.core.grpc import make_server
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
-from meshllm.core.store import EtcdStore, LeaseKeeper
-from meshllm.registry import hub, model_catalog
-from meshllm.registry.servicer import RegistryServicer
+from meshllm.core.store import EtcdStore
+from meshllm.registry import hub
 from meshllm.registry.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
@@ -200,45 +198,5 @@ async def registry_on(
         models_dir=str(tmp_path / node / "models"),
         cache_dir=str(tmp_path / node / "cache"),
     )
-    lease = LeaseKeeper(store, ttl_s=5)
-    await lease.start()
-    servicer = RegistryServicer(settings, store, lease)
-    server, _, port = make_server(
-        "127.0.0.1:0",
-        lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s),
-    )
-    await server.start()
-    try:
-        async with RegistryClient(f"127.0.0.1:{port}") as client:
-            yield client
-    finally:
-        await server.stop(0)
-        await lease.stop()
-
-
-def test_serve_auto_serves_the_largest_catalog_model_that_fits(
-    fake_hub: FakeHub, tiny_model: Path, tmp_path: Path
-) -> None:
-    """A new mesh started with --auto and no model: the largest catalog model that fits the
-    0.5 GB this node offers (its file on the local hub is the tiny test model)."""
-    expected = model_catalog.fitting(int(0.5e9))[0]
-    assert model_catalog.fits(expected, int(0.5e9)) and not model_catalog.fits(
-        next(m for m in model_catalog.CATALOG if m.size_bytes > expected.size_bytes), int(0.5e9)
-    )
-    fake_hub.add(expected.repo, {expected.file: tiny_model.read_bytes()})
-    node = local_serve(
-        tmp_path / "state",
-        extra=("--auto", "--max-vram", "0.5"),
-        env={
-            "HF_ENDPOINT": fake_hub.url,
-            "HF_HUB_CACHE": str(tmp_path / "hub-cache"),
-            "MESH_CACHE_DIR": str(tmp_path / "models"),
-        },
-    )
-    try:
-        picked = node.wait_event("auto_model", timeout=60)
-        assert picked["model"] == expected.name and picked["budget_bytes"] == int(0.5e9)
-        node.wait_event("model_ready", timeout=120)
-        assert expected.name in node.served()
-    finally:
-        node.stop()
+    async with running_registry(store, settings) as running:
+        yield running.client

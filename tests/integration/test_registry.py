@@ -10,19 +10,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from helpers import eventually
+from helpers import eventually, running_registry
 from test_shards import SHAPE
 
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient
 from meshllm.core.errors import Forbidden, InvalidRequest, NotFound
-from meshllm.core.grpc import make_server
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
-from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache
+from meshllm.core.store import EtcdStore, PrefixCache
 from meshllm.registry.ranker import ExpertRanker
-from meshllm.registry.servicer import RegistryServicer
 from meshllm.registry.settings import RegistrySettings
 
 pytestmark = pytest.mark.integration
@@ -36,18 +33,8 @@ async def registry(store: EtcdStore, mesh_id: str, tmp_path: Path) -> AsyncItera
         models_dir=str(tmp_path / "models"),
         cache_dir=str(tmp_path / "cache"),
     )
-    lease = LeaseKeeper(store, ttl_s=5)
-    await lease.start()
-    servicer = RegistryServicer(settings, store, lease)
-    server, _, port = make_server(
-        "127.0.0.1:0",
-        lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s),
-    )
-    await server.start()
-    async with RegistryClient(f"127.0.0.1:{port}") as client:
-        yield client
-    await server.stop(0)
-    await lease.stop()
+    async with running_registry(store, settings) as running:
+        yield running.client
 
 
 async def test_register_a_gguf_path(

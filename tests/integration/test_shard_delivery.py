@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers import RunningRegistry, running_registry
 from test_shards import SHAPE
 
 from meshllm.cli.make_model import ModelShape, cached_model
@@ -18,12 +19,9 @@ from meshllm.core import keys
 from meshllm.core.clients import RegistryClient
 from meshllm.core.digest import file_sha256
 from meshllm.core.errors import InvalidRequest, NotFound, Refused, UpstreamError
-from meshllm.core.grpc import make_server
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
 from meshllm.core.shard_ids import shard_id
-from meshllm.core.store import EtcdStore, LeaseKeeper
-from meshllm.registry.servicer import RegistryServicer
+from meshllm.core.store import EtcdStore
 from meshllm.registry.settings import RegistrySettings
 from meshllm.worker.shard_copy import ShardSource, download, obtain_shard
 
@@ -44,29 +42,15 @@ ROUTED = spec_of(0, 1, 2, 3, 4, 6)  # holds the experts the router always picks
 UNROUTED = spec_of(2, 3, 4, 5, 6, 7)  # lacks experts 0 and 1
 
 
-class Registry:
-    def __init__(self, client: RegistryClient, address: str, servicer: RegistryServicer) -> None:
-        self.client = client
-        self.address = address
-        self.servicer = servicer
+Registry = RunningRegistry
 
 
 @pytest.fixture
 async def registry(store: EtcdStore, mesh_id: str, tmp_path: Path) -> AsyncIterator[Registry]:
     settings = RegistrySettings(mesh_id=mesh_id, node="n1", cache_dir=str(tmp_path / "cache"))
-    lease = LeaseKeeper(store, ttl_s=5)
-    await lease.start()
-    servicer = RegistryServicer(settings, store, lease)
-    server, _, port = make_server(
-        "127.0.0.1:0",
-        lambda s: registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, s),
-    )
-    await server.start()
-    async with RegistryClient(f"127.0.0.1:{port}") as client:
-        await client.register(path=str(cached_model(SHAPE)), alias=MODEL)
-        yield Registry(client, f"127.0.0.1:{port}", servicer)
-    await server.stop(0)
-    await lease.stop()
+    async with running_registry(store, settings) as running:
+        await running.client.register(path=str(cached_model(SHAPE)), alias=MODEL)
+        yield running
 
 
 async def prepare(client: RegistryClient, spec: pb.ShardSpec) -> tuple[list[str], pb.ShardRecord]:
