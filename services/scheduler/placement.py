@@ -519,6 +519,8 @@ def _split_group(
     rtt: RttFn,
 ) -> tuple[list[tuple[pb.WorkerRecord, pb.Assignment]], list[str]]:
     """The host's and peers' assignments of a split (peers first), or none with reasons."""
+    if not hosts:  # the reasons already say where the file is not; nothing to search
+        return [], []
     can_host = {(w.node, w.worker_id) for w in hosts}
     devices = [
         split.Device(key[0], key[1], free, w.rpc_version, key in can_host)
