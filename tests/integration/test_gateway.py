@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -236,14 +237,14 @@ async def test_client_disconnect_frees_the_slot(gateway: Gateway, llama: LlamaSe
             await reply.content.readany()
             assert await llama.busy_slots() == 1
             reply.close()
-        freed = 0.0
-        for _ in range(100):
-            if await llama.busy_slots() == 0:
+        closed = time.monotonic()
+        for _ in range(250):
+            if not await llama.busy_slots() or time.monotonic() - closed > 5.0:
                 break
             await asyncio.sleep(0.02)
-            freed += 0.02
+        freed = time.monotonic() - closed
         assert await llama.busy_slots() == 0, "the slot kept generating after the disconnect"
-        assert freed < 1.0
+        assert freed < 2.0  # 4,000 tokens take several seconds: it stopped, not finished
     finally:
         await server.stop()
         await task
