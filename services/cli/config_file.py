@@ -184,10 +184,11 @@ def pinned_device(models: Sequence[ModelConfig], devices: Sequence[pb.Device], p
 def stable_ids(device: pb.Device) -> list[str]:
     """The ids a config may pin a device by: its UUID and its PCI address (NVML's 8-digit
     domain written as the usual 4, as lspci does)."""
+    from meshllm.worker.gpus import pci_id
+
     ids = []
     if device.uuid:
         ids.append(f"uuid:{device.uuid}")
     if device.pci_bus_id:
-        domain, _, rest = device.pci_bus_id.partition(":")
-        ids.append(f"pci:{int(domain, 16):04x}:{rest}".lower() if rest else f"pci:{domain}")
+        ids.append(pci_id(device.pci_bus_id))
     return ids

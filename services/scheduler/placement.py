@@ -11,8 +11,9 @@ pinned want prefers its own node, and a pinned replica placed elsewhere (its nod
 full, or had lost the file) goes home as soon as its node can take it again. A model fits a
 worker when its weights + KV cache for the context + headroom fit in what the worker's device
 budget has left after the assignments it already holds. Among the workers it fits, the one
-with the most memory left wins (ties: node, worker id). Every rejected worker gets a reason,
-kept on the model's PlacementStatus so "why is my model pending" has an answer.
+with the highest measured memory bandwidth wins, then the one with the most memory left
+(ties: node, worker id). Every rejected worker gets a reason, kept on the model's
+PlacementStatus so "why is my model pending" has an answer.
 
 A model that fits no single worker (or whose want asks for a split) is split by layers
 (split.py): a host assignment naming its peers and one peer assignment per peer, all in one
@@ -629,10 +630,11 @@ def _more(count: int, what: str) -> list[str]:
 def choose_worker(
     need: int, workers: Iterable[pb.WorkerRecord], used: Mapping[tuple[str, str], int]
 ) -> tuple[pb.WorkerRecord | None, list[str]]:
-    """The worker with the most room left after `need` (ties: node, worker id), and why. Only
-    the MAX_LISTED rejected workers closest to fitting are named; the rest are counted, so a
-    reason stays short in a mesh of thousands."""
-    best: tuple[int, str, str] | None = None
+    """Among the workers `need` fits, the one with the highest measured memory bandwidth
+    (`Device.memory_bandwidth_gbps`; not measured counts as 0), then the most room left after
+    `need`, then node and worker id; and why. Only the MAX_LISTED rejected workers closest to
+    fitting are named; the rest are counted, so a reason stays short in a mesh of thousands."""
+    best: tuple[float, int, str, str] | None = None
     chosen: pb.WorkerRecord | None = None
     draining: list[pb.WorkerRecord] = []
     small: list[tuple[int, pb.WorkerRecord]] = []
@@ -642,8 +644,11 @@ def choose_worker(
             draining.append(w)
         elif left < need:
             small.append((left, w))
-        elif best is None or (need - left, w.node, w.worker_id) < best:
-            best, chosen = (need - left, w.node, w.worker_id), w
+        else:
+            gbps = w.device.memory_bandwidth_gbps
+            rank = (-gbps if gbps > 0 else 0.0, need - left, w.node, w.worker_id)
+            if best is None or rank < best:
+                best, chosen = rank, w
     closest = heapq.nlargest(MAX_LISTED, small, key=lambda item: item[0])
     reasons = [
         f"{w.node}/{w.worker_id}: needs {fmt_bytes(need)}, has {fmt_bytes(max(left, 0))} "
@@ -658,6 +663,6 @@ def choose_worker(
     reasons.insert(
         0,
         f"{chosen.node}/{chosen.worker_id}: fits solo ({fmt_bytes(need)}), "
-        f"{fmt_bytes(-best[0])} left after",
+        f"{fmt_bytes(-best[1])} left after",
     )
     return chosen, reasons

@@ -20,6 +20,7 @@ from meshllm.core.streaming import upstream_session
 from . import rpc_cache
 from .agent import WorkerAgent
 from .binaries import rpc_version
+from .gpu_bench import cached_gbps
 from .gpus import cap_budget, select_device
 from .launchers import LLAMA_SERVER, RPC_SERVER
 from .relay import RelayApp
@@ -65,7 +66,9 @@ class Drainer(LoopComponent):
 def device_env(device: pb.Device, llama_cache: str) -> dict[str, str]:
     env = dict(os.environ, LLAMA_CACHE=str(Path(llama_cache).expanduser()))
     if device.kind == pb.DEVICE_KIND_CUDA:
-        env["CUDA_VISIBLE_DEVICES"] = str(device.index)
+        # the UUID names the device NVML saw whatever order CUDA counts GPUs in
+        env["CUDA_VISIBLE_DEVICES"] = device.uuid or str(device.index)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
 
 
@@ -74,12 +77,16 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     assert isinstance(settings, WorkerSettings)
     device = select_device(settings.device, settings.cpu_memory_fraction, settings.cpu_memory_bytes)
     cap_budget(device, settings.max_memory_bytes)
+    device.memory_bandwidth_gbps = cached_gbps(device)  # `mesh-llm gpu benchmark`'s; 0: none
     binary = find_binary("llama-server", settings.supervisor.llama_server)
     logger.info(
-        "device %s (%s), budget %.2f GiB; llama-server: %s (from %s)",
+        "device %s (%s), budget %.2f GiB, bandwidth %s; llama-server: %s (from %s)",
         device.id,
         device.name,
         device.memory_budget_bytes / 2**30,
+        f"{device.memory_bandwidth_gbps:.1f} GB/s"
+        if device.memory_bandwidth_gbps
+        else "not measured",
         binary.path,
         binary.origin,
     )

@@ -7,6 +7,7 @@ from . import (
     dev,
     discover,
     enrol,
+    gpus,
     inspect,
     invite,
     members,
@@ -27,6 +28,7 @@ COMMANDS = [
     enrol,
     credentials,
     inspect,
+    gpus,
     dev,
     service,
 ]

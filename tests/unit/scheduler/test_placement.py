@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.scheduler.placement import Want, context_for, memory_needed, plan, wants_from
+from meshllm.scheduler.placement import (
+    Want,
+    choose_worker,
+    context_for,
+    memory_needed,
+    plan,
+    wants_from,
+)
 from meshllm.scheduler.settings import PlacementSettings
 
 GiB = 2**30
@@ -352,3 +359,107 @@ def test_a_forced_split_splits_what_fits_and_waits_for_peers() -> None:
 def test_a_split_wants_demand_flag() -> None:
     demand = [pb.Demand(model="m", origin="n1", pinned=True, split=True)]
     assert wants_from(demand) == [Want("m", "n1", 0, split=True)]
+
+
+# --- bandwidth: among the workers a model fits, the fastest memory wins ---
+
+
+def measured(
+    node: str, budget_gib: float, gbps: float, *, worker_id: str = "gpu0", draining: bool = False
+) -> pb.WorkerRecord:
+    """A worker whose device has `gbps` of measured memory bandwidth (0: not measured)."""
+    return pb.WorkerRecord(
+        node=node,
+        worker_id=worker_id,
+        draining=draining,
+        device=pb.Device(
+            id=worker_id, memory_budget_bytes=int(budget_gib * GiB), memory_bandwidth_gbps=gbps
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("workers", "need_gib", "used_gib", "chosen"),
+    [
+        pytest.param(
+            [("a", 8, 0), ("b", 24, 0)], 4, {}, "b", id="none measured: most room, as before"
+        ),
+        pytest.param(
+            [("a", 8, 3350), ("b", 24, 936)], 4, {}, "a", id="faster memory beats more room"
+        ),
+        pytest.param([("a", 8, 0), ("b", 6, 936)], 4, {}, "b", id="measured beats not measured"),
+        pytest.param(
+            [("a", 8, 3350), ("b", 24, 936)], 10, {}, "b", id="the fastest that cannot fit is not"
+        ),
+        pytest.param(
+            [("a", 8, 3350), ("b", 24, 936)],
+            4,
+            {"a": 5},
+            "b",
+            id="the fastest, once its assignments leave too little, is not",
+        ),
+        pytest.param(
+            [("a", 8, 936), ("b", 24, 936)], 4, {}, "b", id="equal bandwidth: most room left"
+        ),
+        pytest.param(
+            [("a", 24, 936), ("b", 24, 936)],
+            4,
+            {"b": 1},
+            "a",
+            id="equal bandwidth: room counts what is already assigned",
+        ),
+        pytest.param(
+            [("b", 8, 936), ("a", 8, 936)], 4, {}, "a", id="equal bandwidth and room: node"
+        ),
+        pytest.param(
+            [("a", 8, -5.0), ("b", 24, 0)], 4, {}, "b", id="a negative figure counts as 0"
+        ),
+        pytest.param([("a", 8, float("nan")), ("b", 24, 0)], 4, {}, "b", id="NaN counts as 0"),
+        pytest.param([("a", 2, 3350), ("b", 3, 936)], 4, {}, None, id="none fits: none"),
+    ],
+)
+def test_choose_worker_prefers_bandwidth_then_room(
+    workers: list[tuple[str, float, float]],
+    need_gib: float,
+    used_gib: dict[str, float],
+    chosen: str | None,
+) -> None:
+    records = [measured(node, budget, gbps) for node, budget, gbps in workers]
+    used = {(node, "gpu0"): int(gib * GiB) for node, gib in used_gib.items()}
+    worker, _ = choose_worker(int(need_gib * GiB), records, used)
+    assert (worker.node if worker is not None else None) == chosen
+    # the order of the workers given never matters
+    again, _ = choose_worker(int(need_gib * GiB), list(reversed(records)), used)
+    assert (again.node if again is not None else None) == chosen
+
+
+def test_equal_bandwidth_room_and_node_fall_to_the_worker_id() -> None:
+    records = [measured("a", 8, 936, worker_id="gpu1"), measured("a", 8, 936, worker_id="gpu0")]
+    worker, _ = choose_worker(GiB, records, {})
+    assert worker is not None and worker.worker_id == "gpu0"
+
+
+def test_a_draining_fast_worker_is_passed_over_and_named() -> None:
+    records = [measured("a", 80, 3350, draining=True), measured("b", 24, 936)]
+    worker, reasons = choose_worker(4 * GiB, records, {})
+    assert worker is not None and worker.node == "b"
+    assert "a/gpu0: draining" in reasons
+
+
+def test_the_reasons_keep_their_format_with_bandwidth() -> None:
+    records = [measured("a", 8, 3350), measured("b", 24, 936), measured("c", 2, 4000)]
+    worker, reasons = choose_worker(4 * GiB, records, {})
+    assert worker is not None and worker.node == "a"
+    assert reasons == [
+        "a/gpu0: fits solo (4.00 GiB), 4.00 GiB left after",
+        "c/gpu0: needs 4.00 GiB, has 2.00 GiB of 2.00 GiB free",
+    ]
+
+
+def test_models_fill_the_fastest_worker_first_then_the_next() -> None:
+    catalog = {n: entry(n, 3) for n in ("x", "y", "z")}
+    fast, slow = measured("fast", 7, 3350), measured("slow", 24, 936)
+    result = plan(wants("x", "y", "z"), catalog, {}, [slow, fast], {}, SETTINGS)
+    placed = {a.model: w.node for w, a in result.create}
+    assert placed == {"x": "fast", "y": "fast", "z": "slow"}
+    assert result.status["x"].reasons[0] == "fast/gpu0: fits solo (3.00 GiB), 4.00 GiB left after"

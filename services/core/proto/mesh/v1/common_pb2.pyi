@@ -62,7 +62,7 @@ ASSIGNMENT_ROLE_PEER: AssignmentRole
 ASSIGNMENT_ROLE_SHARD: AssignmentRole
 
 class Device(_message.Message):
-    __slots__ = ("id", "kind", "name", "uuid", "pci_bus_id", "index", "memory_total_bytes", "memory_free_bytes", "memory_budget_bytes")
+    __slots__ = ("id", "kind", "name", "uuid", "pci_bus_id", "index", "memory_total_bytes", "memory_free_bytes", "memory_budget_bytes", "memory_bandwidth_gbps")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class Device(_message.Message):
     MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BANDWIDTH_GBPS_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: DeviceKind
     name: str
@@ -81,7 +82,8 @@ class Device(_message.Message):
     memory_total_bytes: int
     memory_free_bytes: int
     memory_budget_bytes: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., pci_bus_id: _Optional[str] = ..., index: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ...) -> None: ...
+    memory_bandwidth_gbps: float
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., pci_bus_id: _Optional[str] = ..., index: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., memory_bandwidth_gbps: _Optional[float] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("id", "model", "assignment_id", "state", "port", "memory_bytes", "restart_count", "last_exit_code", "message", "rpc_load_bytes")
