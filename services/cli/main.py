@@ -19,6 +19,7 @@ OpenAI-compatible API at http://localhost:9337/v1.
   mesh-llm serve --join TOKEN --model X   add this machine to a mesh, serving X
   mesh-llm client --join TOKEN            use a mesh's API from this machine
   mesh-llm discover                       list meshes published on the local network
+  mesh-llm claude|goose|opencode          run an agent on the mesh's models (-- ARGS)
   mesh-llm invite [--ttl 1h] [--client]   mint an invite token for another machine
   mesh-llm revoke NODE                    remove a node from the mesh
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
