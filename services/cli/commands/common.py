@@ -23,3 +23,8 @@ def add_credentials_flag(parser: argparse.ArgumentParser) -> None:
         help="a node's credentials directory (default: MESH_TLS_DIR, else the node that "
         "`mesh-llm serve` runs on this machine)",
     )
+
+
+def help_of(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Subcommands, fail
+from .common import Subcommands, fail, help_of
 
 
 def add_parser(commands: Subcommands) -> None:
@@ -25,11 +25,6 @@ def add_parser(commands: Subcommands) -> None:
     issue.add_argument("--out", required=True)
     credentials.set_defaults(run=lambda args: help_of(credentials))
     issue.set_defaults(run=run)
-
-
-def help_of(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:

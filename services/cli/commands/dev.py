@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 from .. import shard
-from .common import Subcommands, fail
-from .credentials import help_of
+from .common import Subcommands, fail, help_of
 
 
 def add_parser(commands: Subcommands) -> None:

@@ -12,8 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import Subcommands, fail
-from .credentials import help_of
+from .common import Subcommands, fail, help_of
 
 if TYPE_CHECKING:
     from meshllm.worker.gpu_bench import Fingerprint, Measurement

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import Subcommands, fail
-from .credentials import help_of
+from .common import Subcommands, fail, help_of
 
 
 def add_parser(commands: Subcommands) -> None:

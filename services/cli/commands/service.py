@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import Subcommands, fail
-from .credentials import help_of
+from .common import Subcommands, fail, help_of
 
 if TYPE_CHECKING:
     from ..service_unit import ServicePaths
