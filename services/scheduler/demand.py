@@ -26,6 +26,7 @@ model with live demand always keeps a server when any device can hold it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -75,7 +76,8 @@ def traffic_by_model(demands: Iterable[pb.Demand]) -> dict[str, ModelDemand]:
         if d.pinned:
             pins[d.model] = pins.get(d.model, 0) + 1
             continue
-        rpm[d.model] = rpm.get(d.model, 0.0) + max(d.requests_per_minute, 0.0)
+        rate = d.requests_per_minute  # from the store: a NaN or infinite rate counts as none
+        rpm[d.model] = rpm.get(d.model, 0.0) + (rate if 0 < rate < math.inf else 0.0)
         last[d.model] = max(last.get(d.model, 0), d.last_request_unix)
         gateways[d.model] = gateways.get(d.model, 0) + 1
     return {m: ModelDemand(m, rpm[m], last[m], gateways[m], pins.get(m, 0)) for m in rpm}

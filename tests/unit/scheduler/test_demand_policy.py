@@ -110,6 +110,15 @@ def test_traffic_is_summed_over_gateways_and_pins_are_not_traffic() -> None:
     assert traffic_by_model(records) == {"a": ModelDemand("a", 7, 9, 2, pins=1)}
 
 
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), -5.0])
+def test_a_broken_rate_in_a_record_counts_as_none(rate: float) -> None:
+    records = [
+        pb.Demand(model="a", origin="gw1", requests_per_minute=rate),
+        pb.Demand(model="a", origin="gw2", requests_per_minute=3),
+    ]
+    assert traffic_by_model(records)["a"].requests_per_minute == 3
+
+
 def test_placed_replicas_count_groups_not_assignments() -> None:
     split = [
         pb.Assignment(id="h", group_id="g1", model="a", created_unix=50),
