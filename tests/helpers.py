@@ -72,6 +72,14 @@ class LlamaServer:
         async with aiohttp.ClientSession() as http, http.get(f"{self.url}/slots") as reply:
             return sum(1 for slot in await reply.json() if slot["is_processing"])
 
+    async def tokens_predicted(self) -> int:
+        """Tokens generated so far, those of cancelled requests included (its /metrics)."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as reply:
+            for line in (await reply.text()).splitlines():
+                if line.startswith("llamacpp:tokens_predicted_total "):
+                    return int(float(line.split()[1]))
+        raise AssertionError("llama-server exported no tokens_predicted_total")
+
 
 def descendants(pid: int) -> dict[int, str]:
     """Every live process below `pid`, with its command line."""

@@ -223,9 +223,9 @@ def plan(
     for group in shard_groups:
         _replace_lost_shards(group, catalog, live, used, settings, moe, result)
     # the mesh's replicas go to standby nodes only: a node that serves models of its own
-    # (pins one) is not given others
+    # (pins one, or says it will before its pins arrive) is not given others
     pinning = {w.origin for w in wants if w.origin}
-    standby = {k: w for k, w in live.items() if w.node not in pinning}
+    standby = {k: w for k, w in live.items() if w.node not in pinning and not w.pins_models}
     # every want's first replica before any want's extras: an unserved model comes first
     for want in wants:
         if served.get((want.model, want.origin), 0) > 0:

@@ -62,6 +62,7 @@ class WorkerAgent(LoopComponent):
             relay_url=relay_url,
             version="0.1.0",
             started_unix=int(time.time()),
+            pins_models=bool(settings.model_list),
         )
         self.assignments = PrefixCache(
             store, keys.assignments(settings.mesh_id, settings.node, self.worker_id), pb.Assignment

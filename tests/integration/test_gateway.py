@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -216,19 +215,21 @@ async def test_streaming_and_metrics(gateway: Gateway) -> None:
 
 async def test_client_disconnect_frees_the_slot(gateway: Gateway, llama: LlamaServer) -> None:
     """Through a real uvicorn: drop the connection mid-stream and the llama-server slot must
-    stop generating at once instead of running to max_tokens (~4,000 tokens, seconds)."""
+    stop generating instead of running on to max_tokens."""
     port = free_port()
     server = EmbeddedUvicorn(gateway.app, "127.0.0.1", port)
     task = asyncio.create_task(server.run())
     await eventually(lambda: server.started)
+    max_tokens = 4000
     try:
+        before = await llama.tokens_predicted()
         async with aiohttp.ClientSession() as http:
             reply = await http.post(
                 f"http://127.0.0.1:{port}/v1/completions",
                 json={
                     "model": "tiny",
                     "prompt": "once upon a time",
-                    "max_tokens": 4000,
+                    "max_tokens": max_tokens,
                     "stream": True,
                     "temperature": 0,
                     "ignore_eos": True,
@@ -237,14 +238,14 @@ async def test_client_disconnect_frees_the_slot(gateway: Gateway, llama: LlamaSe
             await reply.content.readany()
             assert await llama.busy_slots() == 1
             reply.close()
-        closed = time.monotonic()
-        for _ in range(250):
-            if not await llama.busy_slots() or time.monotonic() - closed > 5.0:
+        for _ in range(3000):  # up to a minute: how soon is not the question, how much is
+            if not await llama.busy_slots():
                 break
             await asyncio.sleep(0.02)
-        freed = time.monotonic() - closed
         assert await llama.busy_slots() == 0, "the slot kept generating after the disconnect"
-        assert freed < 2.0  # 4,000 tokens take several seconds: it stopped, not finished
+        generated = await llama.tokens_predicted() - before
+        # counted by llama-server, not timed: a slot that ran on would show all of them
+        assert generated < max_tokens, f"all {max_tokens} tokens were generated"
     finally:
         await server.stop()
         await task

@@ -213,6 +213,16 @@ def test_the_mesh_replicas_go_only_to_standby_nodes() -> None:
     assert "mesh-llm serve --standby" in pinned_only.status["m"].reasons[0]
 
 
+def test_a_node_that_will_pin_a_model_is_no_standby_before_its_pin_arrives() -> None:
+    # a restarted node's worker is back before its pin: it says it pins models, so the
+    # mesh's replica does not land there only to be joined by the pinned one
+    coming = worker("a", 64)
+    coming.pins_models = True
+    wants = [Want("m", "", 0, replicas=2)]
+    result = plan(wants, {"m": entry("m", 1)}, {}, [coming, worker("b", 4)], {}, SETTINGS)
+    assert [(w.node, a.model) for w, a in result.create] == [("b", "m")]
+
+
 def test_a_demanded_model_that_fits_nowhere_says_why() -> None:
     result = plan(
         wants_from([pb.Demand(model="m", origin="gw")]),
