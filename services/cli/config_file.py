@@ -18,8 +18,10 @@ when started with no model on its command line.
 Precedence: `--model`/`--gguf` on the command line ignore the configured models (and their
 pins); `--context` overrides every `ctx_size`. A pinned configuration fails closed: a
 `gpu_id` that is missing, not a stable id (`index:0`, `CUDA0`), matched by no device here or
-by more than one stops `serve` before anything starts. What the file says becomes the same
-settings the services read (WorkerSettings' `models`, `model_contexts` and `device`)."""
+by more than one stops `serve` before anything starts. A node runs a worker on every GPU;
+a pinned model runs on its GPU's worker only, and a GPU no model names serves the mesh.
+What the file says becomes the same settings the services read (each worker's `models`,
+`model_contexts`, `device` and `pin_to_device`)."""
 
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ class StartupModels:
 
     models: list[str]
     contexts: dict[str, int]  # model value → context, where one was configured
-    device: str  # the worker's device: the flag's, or the GPU every pin names
+    pins: dict[str, list[str]]  # model value → the devices it is pinned to (UUID or index)
     source: str  # "command line", the config file's path, or "" when there are none
     notes: list[str]  # what was ignored, said once at start
 
@@ -123,7 +125,6 @@ class StartupModels:
 def startup_models(
     flags: Sequence[str],
     context_flag: int,
-    device_flag: str,
     config: MeshConfig | None,
     config_path: Path,
     devices: Callable[[], Sequence[pb.Device]],
@@ -134,9 +135,9 @@ def startup_models(
     if flags:
         if config is not None and config.models:
             notes.append(f"--model/--gguf given: the models in {config_path} are not started")
-        return StartupModels(list(flags), {}, device_flag, "command line", notes)
+        return StartupModels(list(flags), {}, {}, "command line", notes)
     if config is None or not config.models:
-        return StartupModels([], {}, device_flag, "", notes)
+        return StartupModels([], {}, {}, "", notes)
     contexts = {m.model: m.ctx_size for m in config.models if m.ctx_size and not context_flag}
     notes += [
         f"{m.model}: mmproj is not passed to llama-server yet; it serves text only"
@@ -145,18 +146,19 @@ def startup_models(
     ]
     if config.plugin:
         notes.append(f"{config_path}: [[plugin]] entries are read but no plugins run yet")
-    device = device_flag
+    pins = {}
     if config.gpu.assignment == "pinned":
-        device = pinned_device(config.models, devices(), config_path)
-    return StartupModels(
-        [m.model for m in config.models], contexts, device, str(config_path), notes
-    )
+        pins = pinned_devices(config.models, devices(), config_path)
+    models = list(dict.fromkeys(m.model for m in config.models))
+    return StartupModels(models, contexts, pins, str(config_path), notes)
 
 
-def pinned_device(models: Sequence[ModelConfig], devices: Sequence[pb.Device], path: Path) -> str:
-    """The one device every pinned model names (as the worker's --device: its UUID or
-    index), or ConfigError saying why not — before anything starts."""
-    chosen: dict[str, pb.Device] = {}
+def pinned_devices(
+    models: Sequence[ModelConfig], devices: Sequence[pb.Device], path: Path
+) -> dict[str, list[str]]:
+    """The devices each pinned model names (as a worker's device: its UUID, else index), or
+    ConfigError saying why not — before anything starts."""
+    chosen: dict[str, list[str]] = {}
     for m in models:
         if not m.gpu_id.lower().startswith(PINNABLE):
             raise ConfigError(
@@ -171,14 +173,10 @@ def pinned_device(models: Sequence[ModelConfig], devices: Sequence[pb.Device], p
             )
         if len(matches) > 1:
             raise ConfigError(f"{path}: model {m.model!r}: gpu_id {m.gpu_id!r} is ambiguous")
-        chosen[m.gpu_id.lower()] = matches[0]
-    if len({d.uuid or d.pci_bus_id for d in chosen.values()}) > 1:
-        raise ConfigError(
-            f"{path}: the models pin {len(chosen)} different GPUs; a node runs one worker: pin "
-            "them to one GPU, or run a node per GPU (serve --device)"
-        )
-    device = next(iter(chosen.values()))
-    return device.uuid or str(device.index)
+        device = matches[0].uuid or str(matches[0].index)
+        if device not in chosen.setdefault(m.model, []):  # listed twice: a replica on each
+            chosen[m.model].append(device)
+    return chosen
 
 
 def stable_ids(device: pb.Device) -> list[str]:

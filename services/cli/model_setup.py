@@ -62,17 +62,22 @@ async def fetch_with_progress(value: str, registry: RegistrySettings, console: C
 
 def pick_model(opts: ServeOptions, console: Console) -> str:
     """`serve --auto` founding a mesh with no model given: the largest catalog model that
-    fits what this machine's device offers (as its worker will measure it)."""
+    fits what this machine's largest device offers (as its worker will measure it)."""
     from meshllm.registry import model_catalog
-    from meshllm.worker.gpus import cap_budget, select_device
+    from meshllm.worker.gpus import cap_budget, nvidia_devices, select_device, worker_devices
     from meshllm.worker.settings import WorkerSettings
 
     fraction = WorkerSettings.model_fields["cpu_memory_fraction"].default
+    gpus = nvidia_devices()
     try:
-        device = select_device(opts.device, fraction, int(opts.cpu_memory_gib * 2**30))
+        devices = [
+            select_device(d, fraction, int(opts.cpu_memory_gib * 2**30), probe=lambda: gpus)
+            for d in worker_devices(opts.device, gpus)
+        ]
     except ValueError as exc:
         raise ServeError(f"--device: {exc}") from exc
-    budget = cap_budget(device, int(opts.max_vram_gb * 1e9)).memory_budget_bytes
+    # what fits one device: a model is never split where one device can hold it
+    budget = max(cap_budget(d, int(opts.max_vram_gb * 1e9)).memory_budget_bytes for d in devices)
     fitting = model_catalog.fitting(budget)
     if not fitting:
         raise ServeError(

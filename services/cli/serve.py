@@ -28,7 +28,7 @@ from .membership import MeshAccess
 from .mesh_entry import find_mesh, found_mesh, join_mesh, publish
 from .model_setup import pick_model, register_models
 from .network import bind_address, lan_address, local_address
-from .serve_options import ServeError, ServeOptions
+from .serve_options import ServeError, ServeOptions, WorkerPart
 from .stack import Stack, watch_children
 from .terminal import Console, announce_models, announce_ready
 
@@ -153,32 +153,33 @@ async def start_node_services(
             placement={"default_context": opts.context or 4096},
         ),
     )
-    await stack.start_service(
-        "worker",
-        load_settings(
+    bind = str(common["bind_host"])
+    parts = opts.workers or [WorkerPart(opts.device, pinned=False)]
+    for i, part in enumerate(parts):
+        models = part.pins(opts.models)
+        settings = load_settings(
             WorkerSettings,
             **common,
             grpc_port=free_port(),
             http_port=free_port(),
-            relay_port=free_port(str(common["bind_host"])),
-            tunnel_port=opts.tunnel_port or free_port(str(common["bind_host"])),
-            device=opts.device,
+            relay_port=free_port(bind),
+            tunnel_port=opts.tunnel_port + i if opts.tunnel_port else free_port(bind),
+            device=part.device,
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
             max_memory_bytes=int(opts.max_vram_gb * 1e9),
             split=opts.split,
             llama_cache_dir=str(stack.state_dir / "llama-cache"),
-            models=",".join(opts.models),
+            models=",".join(models),
             model_contexts=[
-                ModelContext(model=m, context=c)
-                for m, c in opts.contexts.items()
-                if m in opts.models
+                ModelContext(model=m, context=c) for m, c in opts.contexts.items() if m in models
             ],
+            pin_to_device=part.pinned,
             supervisor=SupervisorSettings(
                 llama_server=llama_server,
                 parallel=opts.parallel,
                 threads=opts.threads,
                 log_dir=str(stack.log_dir),
             ),
-        ),
-    )
+        )
+        await stack.start_service("worker", settings, name=part.service_name(i, len(parts)))
     return names

@@ -123,15 +123,16 @@ class Stack:
             event="store_exposed",
         )
 
-    async def start_service(
-        self, kind: str, settings: BaseServiceSettings, extra_env: dict[str, str] | None = None
-    ) -> None:
+    async def start_service(self, kind: str, settings: BaseServiceSettings, name: str = "") -> None:
+        """Starts `meshllm.<kind>` as `name` (default: the kind; a node runs several workers)
+        and waits until it is ready."""
+        name = name or kind
         service = Service(
-            name=kind,
+            name=name,
             argv=[sys.executable, "-m", f"meshllm.{kind}"],
-            env={**os.environ, **settings.to_env(), **(extra_env or {})},
+            env={**os.environ, **settings.to_env()},
             ready_url=settings.probe_url,
-            log_path=self.log_dir / f"{kind}.log",
+            log_path=self.log_dir / f"{name}.log",
             echo=self.opts.verbose,
         )
         self.services.append(service)

@@ -91,7 +91,7 @@ def _from_values(values: object) -> InviteToken:
         )
     if version != VERSION:
         raise InvalidToken(
-            f"the invite token has format version {str(version)[:20]}; this mesh-llm reads "
+            f"the invite token has format version {str(version)[:20]!r}; this mesh-llm reads "
             f"version {VERSION}: upgrade mesh-llm on this machine"
         )
     try:

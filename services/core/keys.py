@@ -93,8 +93,11 @@ def demand(mesh: str, model: str | None = None) -> str:
     return base if model is None else f"{base}{_part(model)}/"
 
 
-def demand_entry(mesh: str, model: str, origin: str) -> str:
-    return demand(mesh, model) + _part(origin)
+def demand_entry(mesh: str, model: str, origin: str, worker_id: str = "") -> str:
+    """One origin's demand for a model: a gateway's traffic, or a node's pin (one per worker
+    of the node, so each pin lives exactly as long as its worker)."""
+    entry = demand(mesh, model) + _part(origin)
+    return f"{entry}/{_part(worker_id)}" if worker_id else entry
 
 
 def assignments(mesh: str, node: str | None = None, worker_id: str | None = None) -> str:

@@ -71,16 +71,26 @@ def traffic_by_model(demands: Iterable[pb.Demand]) -> dict[str, ModelDemand]:
     rpm: dict[str, float] = {}
     last: dict[str, int] = {}
     gateways: dict[str, int] = {}
-    pins: dict[str, int] = {}
+    demands = list(demands)
+    pins = pins_by_model(demands)
     for d in demands:
         if d.pinned:
-            pins[d.model] = pins.get(d.model, 0) + 1
             continue
         rate = d.requests_per_minute  # from the store: a NaN or infinite rate counts as none
         rpm[d.model] = rpm.get(d.model, 0.0) + (rate if 0 < rate < math.inf else 0.0)
         last[d.model] = max(last.get(d.model, 0), d.last_request_unix)
         gateways[d.model] = gateways.get(d.model, 0) + 1
     return {m: ModelDemand(m, rpm[m], last[m], gateways[m], pins.get(m, 0)) for m in rpm}
+
+
+def pins_by_model(demands: Iterable[pb.Demand]) -> dict[str, int]:
+    """The replicas nodes pin, per model: one per node, or one per device a pin names (every
+    worker of a node publishes the node's pins, so records are not replicas)."""
+    pins: dict[str, set[tuple[str, str]]] = {}
+    for d in demands:
+        if d.pinned:
+            pins.setdefault(d.model, set()).add((d.origin, d.worker_id))
+    return {m: len(p) for m, p in pins.items()}
 
 
 def mesh_replicas(

@@ -114,13 +114,15 @@ def moe_model(facts: pb.ModelFacts, context: int, settings: PlacementSettings) -
 
 @dataclass(frozen=True)
 class Want:
-    """Replicas someone asked for: pinned by a node (`origin`), or for the mesh ("")."""
+    """Replicas someone asked for: pinned by a node (`origin`), or for the mesh (""). A pin
+    may name the devices (workers of the origin node) its replicas run on, one each."""
 
     model: str
     origin: str
     context: int
     split: bool = False  # split even if it fits one worker
     replicas: int = 1
+    devices: tuple[str, ...] = ()
 
 
 def wants_from(
@@ -131,12 +133,19 @@ def wants_from(
     every model with unpinned demand gets one mesh replica."""
     contexts: dict[tuple[str, str], int] = {}
     splits: set[tuple[str, str]] = set()
+    devices: dict[tuple[str, str], set[str]] = {}
     for d in demands:
         key = (d.model, d.origin if d.pinned else "")
         contexts[key] = max(contexts.get(key, 0), d.context)
         if d.split:
             splits.add(key)
-    pinned = [Want(m, o, c, (m, o) in splits) for (m, o), c in sorted(contexts.items()) if o != ""]
+        if d.pinned and d.worker_id:
+            devices.setdefault(key, set()).add(d.worker_id)
+    pinned = [
+        Want(m, o, c, (m, o) in splits, len(devices.get((m, o), ())) or 1, _sorted(devices, m, o))
+        for (m, o), c in sorted(contexts.items())
+        if o != ""
+    ]
     if mesh_replicas is None:
         mesh_replicas = {m: 1 for m, o in sorted(contexts) if o == ""}
     mesh = [
@@ -145,6 +154,12 @@ def wants_from(
         if n > 0
     ]
     return [*pinned, *mesh]
+
+
+def _sorted(
+    devices: Mapping[tuple[str, str], set[str]], model: str, origin: str
+) -> tuple[str, ...]:
+    return tuple(sorted(devices.get((model, origin), ())))
 
 
 @dataclass
@@ -187,7 +202,7 @@ def plan(
     measured round-trip time between two nodes. `moe`: rankings and shard records."""
     result = Plan()
     wants = list(wants)
-    wanted = {(w.model, w.origin): w.replicas for w in wants}
+    wanted = {(w.model, w.origin): w for w in wants}
     # in (node, worker) order, once: every search below walks it in that order
     live = dict(sorted(((w.node, w.worker_id), w) for w in workers))
     used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
@@ -196,7 +211,9 @@ def plan(
     for members in groups_of(assignments):
         lead = members[0][1]
         want = (lead.model, lead.origin)
-        room = served.get(want, 0) < wanted.get(want, 0)
+        room = served.get(want, 0) < _replicas(wanted.get(want)) and _on_a_pinned_device(
+            lead, wanted.get(want)
+        )
         if lead.role == pb.ASSIGNMENT_ROLE_SHARD:
             serving = [(k, a) for k, a in members if _shard_serves(a, live, moe)] if room else []
             result.keep.extend(serving)
@@ -222,37 +239,85 @@ def plan(
             served[(a.model, a.origin)] -= 1
     for group in shard_groups:
         _replace_lost_shards(group, catalog, live, used, settings, moe, result)
-    # the mesh's replicas go to standby nodes only: a node that serves models of its own
-    # (pins one, or says it will before its pins arrive) is not given others
-    pinning = {w.origin for w in wants if w.origin}
-    standby = {k: w for k, w in live.items() if w.node not in pinning and not w.pins_models}
+    standby = standby_workers(wants, live)
     # every want's first replica before any want's extras: an unserved model comes first
     for want in wants:
         if served.get((want.model, want.origin), 0) > 0:
             result.report(want.model, True, [])
             continue
-        where = live if want.origin else _without_model(standby, want.model, result)
+        where = _where(want, live, standby, result, first=True)
         if where or not live:
             placed, reasons = _place(want, catalog, files, where, used, settings, result, rtt, moe)
         else:
-            placed, reasons = False, [_no_standby(standby)]
+            placed, reasons = False, [_nowhere(want, standby)]
         result.report(want.model, placed, reasons)
         served[(want.model, want.origin)] = int(placed)
     for want in wants:
         have = served.get((want.model, want.origin), 0)
         for _ in range(want.replicas - have if have else 0):
-            where = _without_model(standby if not want.origin else live, want.model, result)
+            where = _where(want, live, standby, result, first=False)
             if where:
                 placed, reasons = _place(
                     want, catalog, files, where, used, settings, result, rtt, moe
                 )
             else:
-                placed, reasons = False, [_no_standby(standby)]
+                placed, reasons = False, [_nowhere(want, standby)]
             if not placed:
                 result.report_next(want.model, reasons)
                 break
     result.count_replicas()
     return result
+
+
+def standby_workers(
+    wants: Iterable[Want], live: Mapping[tuple[str, str], pb.WorkerRecord]
+) -> dict[tuple[str, str], pb.WorkerRecord]:
+    """The workers that take the mesh's replicas: none that serves models of its node's own,
+    whether its record says so (from its start) or a pin does — a pin without devices
+    claims every worker of its node, one with devices only those."""
+    wants = list(wants)
+    whole_nodes = {w.origin for w in wants if w.origin and not w.devices}
+    devices = {(w.origin, d) for w in wants for d in w.devices}
+    return {
+        k: w
+        for k, w in live.items()
+        if not w.pins_models and w.node not in whole_nodes and k not in devices
+    }
+
+
+def _where(
+    want: Want,
+    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    standby: Mapping[tuple[str, str], pb.WorkerRecord],
+    result: Plan,
+    first: bool,
+) -> dict[tuple[str, str], pb.WorkerRecord]:
+    """The workers one more replica of the want may use: its pinned devices that do not hold
+    it yet; for another pin any worker (the first replica may share a device with another's);
+    for the mesh's replicas the standby workers without it."""
+    if want.devices:
+        pinned = {(want.origin, d) for d in want.devices}
+        return {k: w for k, w in _without_model(live, want.model, result).items() if k in pinned}
+    if want.origin:
+        return dict(live) if first else _without_model(live, want.model, result)
+    return _without_model(standby, want.model, result)
+
+
+def _nowhere(want: Want, standby: Mapping[tuple[str, str], pb.WorkerRecord]) -> str:
+    if want.devices:
+        names = ", ".join(want.devices)
+        return f"pinned to {names} of {want.origin}, which does not report (yet) or serves it"
+    return _no_standby(standby)
+
+
+def _replicas(want: Want | None) -> int:
+    return want.replicas if want is not None else 0
+
+
+def _on_a_pinned_device(lead: pb.Assignment, want: Want | None) -> bool:
+    """A kept group of a device pin must be on one of its devices (a pin moved in the
+    config file moves its replica)."""
+    return want is None or not want.devices or lead.worker_id in want.devices
 
 
 def _shard_serves(

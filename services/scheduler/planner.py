@@ -216,10 +216,7 @@ def add_demand(
 ) -> None:
     """The demand behind each model's placement: its traffic, its pins and the policy's
     verdict."""
-    pins: dict[str, int] = {}
-    for d in records:
-        if d.pinned:
-            pins[d.model] = pins.get(d.model, 0) + 1
+    pins = demand.pins_by_model(records)
     for model, s in status.items():
         s.pinned_replicas = pins.get(model, 0)
         t = traffic.get(model)
@@ -231,4 +228,4 @@ def add_demand(
             s.mesh_replicas = decision.replicas
             s.demand = decision.why
         elif s.pinned_replicas:
-            s.demand = f"pinned by {s.pinned_replicas} node{'s' if s.pinned_replicas > 1 else ''}"
+            s.demand = f"{s.pinned_replicas} pinned replica{'s' if s.pinned_replicas > 1 else ''}"

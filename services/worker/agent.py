@@ -105,20 +105,24 @@ class WorkerAgent(LoopComponent):
 
     async def pin_models(self, models: list[str], registry: RegistryClient) -> list[str]:
         """Register the models this node was started with and record the demand for them,
-        pinned for as long as this worker lives."""
+        pinned (to this node, or to this device) for as long as this worker lives."""
         names = []
         contexts = {c.model: c.context for c in self.settings.model_contexts}
         for value in models:
             entry = await registry.register(**model_reference(value))
             names.append(entry.name)
+            key = keys.demand_entry(
+                self.settings.mesh_id, entry.name, self.settings.node, self.worker_id
+            )
             await self._lease.publish(
-                keys.demand_entry(self.settings.mesh_id, entry.name, self.settings.node),
+                key,
                 pb.Demand(
                     model=entry.name,
                     origin=self.settings.node,
                     pinned=True,
                     split=self.settings.split,
                     context=contexts.get(value, 0),
+                    worker_id=self.worker_id if self.settings.pin_to_device else "",
                 ),
             )
         return names

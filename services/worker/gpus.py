@@ -178,6 +178,28 @@ def select_device(
     raise ValueError(f"device '{choice}' not found (GPUs seen: {seen}); use 'auto' or 'cpu'")
 
 
+def worker_devices(choice: str, gpus: list[pb.Device]) -> list[str]:
+    """The devices a node runs a worker on, one each, as `select_device` takes them (UUID,
+    else index): 'auto' — every GPU, else the CPU; 'cpu'; or a comma-separated list of GPU
+    indexes and UUIDs. ValueError names a device that is not here."""
+    if choice == "cpu":
+        return ["cpu"]
+    if choice == "auto":
+        return [g.uuid or str(g.index) for g in gpus] or ["cpu"]
+    chosen: list[str] = []
+    for part in (p.strip() for p in choice.split(",") if p.strip()):
+        match = next((g for g in gpus if part in (str(g.index), g.uuid)), None)
+        if match is None:
+            seen = ", ".join(f"{g.index}={g.uuid}" for g in gpus) or "none"
+            raise ValueError(f"device '{part}' not found (GPUs seen: {seen}); use 'auto' or 'cpu'")
+        name = match.uuid or str(match.index)
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise ValueError("no device named: use 'auto', 'cpu', or GPU indexes / UUIDs")
+    return chosen
+
+
 def cap_budget(device: pb.Device, max_bytes: int) -> pb.Device:
     """`serve --max-vram`: what the device offers the mesh, never more than `max_bytes`."""
     if max_bytes > 0 and device.memory_budget_bytes > max_bytes:

@@ -77,6 +77,11 @@ class WorkerSettings(BaseServiceSettings):
     model_contexts: list[ModelContext] = Field(
         default_factory=list, description="the context of some of `models`, where one is wanted"
     )
+    pin_to_device: bool = Field(
+        False,
+        description="`models` run on this worker's device only (config.toml's pinned GPUs), "
+        "not on any device of this node",
+    )
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     @property

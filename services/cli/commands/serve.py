@@ -52,7 +52,12 @@ def add_parser(commands: Subcommands) -> None:
         help="announce a new mesh on the local network, so `--auto` finds it "
         "(anyone there may then join)",
     )
-    serve.add_argument("--device", default="auto", help="'auto', 'cpu', or a GPU index")
+    serve.add_argument(
+        "--device",
+        default="auto",
+        help="where this node runs workers, one per device: 'auto' (every GPU, else the CPU), "
+        "'cpu', or GPU indexes / UUIDs separated by commas",
+    )
     serve.add_argument(
         "--cpu-memory",
         type=float,
@@ -254,11 +259,12 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
-    """The models, their contexts and the device from the flags and the config file (see
+    """The models, their contexts and their devices from the flags and the config file (see
     cli/config_file.py for the precedence); a one-line problem, or ""."""
-    from meshllm.worker.gpus import nvidia_devices
+    from meshllm.worker.gpus import nvidia_devices, worker_devices
 
     from ..config_file import ConfigError, load, startup_models
+    from ..serve_options import node_workers
 
     flags = [*args.model, *args.gguf]
     if args.standby and flags:
@@ -271,10 +277,16 @@ def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
         config = None if args.standby else load(path)
         if args.config and config is None and not args.standby:
             return f"--config {args.config}: no such file"
-        chosen = startup_models(flags, args.context, args.device, config, path, nvidia_devices)
+        chosen = startup_models(flags, args.context, config, path, nvidia_devices)
     except ConfigError as exc:
         return str(exc)
-    opts.models, opts.contexts, opts.device = chosen.models, chosen.contexts, chosen.device
+    opts.models, opts.contexts = chosen.models, chosen.contexts
+    try:
+        devices = worker_devices(args.device, nvidia_devices())
+        opts.workers = node_workers(devices, chosen.models, chosen.pins)
+    except ValueError as exc:
+        return f"--device: {exc}"
+    opts.device = args.device
     for note in chosen.notes:
         print(f"note: {note}", file=sys.stderr)
     return ""

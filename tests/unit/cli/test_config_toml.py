@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from meshllm.cli.config_file import ConfigError, load, stable_ids, startup_models
+from meshllm.cli.serve_options import node_workers
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
 H100_A = pb.Device(uuid="GPU-aaaa-1111", pci_bus_id="00000000:65:00.0", index=0)
@@ -75,22 +76,22 @@ def nothing() -> list[pb.Device]:
 
 def test_the_config_is_what_serve_starts_with(tmp_path: Path) -> None:
     path = config(tmp_path, FULL)
-    chosen = startup_models([], 0, "auto", load(path), path, nothing)
+    chosen = startup_models([], 0, load(path), path, nothing)
     assert chosen.models == ["Qwen2.5-3B", "org/repo/vision.gguf"]
-    assert chosen.contexts == {"Qwen2.5-3B": 8192} and chosen.device == "auto"
+    assert chosen.contexts == {"Qwen2.5-3B": 8192} and chosen.pins == {}
     assert any("mmproj" in n for n in chosen.notes) and any("plugin" in n for n in chosen.notes)
 
 
 def test_models_on_the_command_line_ignore_the_configured_ones(tmp_path: Path) -> None:
     path = config(tmp_path, FULL)
-    chosen = startup_models(["smollm2"], 0, "cpu", load(path), path, nothing)
-    assert chosen.models == ["smollm2"] and chosen.contexts == {} and chosen.device == "cpu"
+    chosen = startup_models(["smollm2"], 0, load(path), path, nothing)
+    assert chosen.models == ["smollm2"] and chosen.contexts == {} and chosen.pins == {}
     assert chosen.notes == [f"--model/--gguf given: the models in {path} are not started"]
 
 
 def test_the_context_flag_overrides_every_ctx_size(tmp_path: Path) -> None:
     path = config(tmp_path, FULL)
-    assert startup_models([], 2048, "auto", load(path), path, nothing).contexts == {}
+    assert startup_models([], 2048, load(path), path, nothing).contexts == {}
 
 
 def pinned(tmp_path: Path, *ids: str) -> Path:
@@ -98,34 +99,80 @@ def pinned(tmp_path: Path, *ids: str) -> Path:
     return config(tmp_path, f"version = 1\n[gpu]\nassignment = 'pinned'\n{models}")
 
 
+A, B = "GPU-aaaa-1111", "GPU-bbbb-2222"
+
+
 @pytest.mark.parametrize(
-    ("ids", "devices", "device", "message"),
+    ("ids", "devices", "pins", "message"),
     [
-        (("uuid:GPU-bbbb-2222",), [H100_A, H100_B], "GPU-bbbb-2222", ""),
-        (("pci:0000:65:00.0",), [H100_A, H100_B], "GPU-aaaa-1111", ""),
-        (("PCI:0000:B3:00.0", "uuid:GPU-bbbb-2222"), [H100_A, H100_B], "GPU-bbbb-2222", ""),
-        (("index:0",), [H100_A], "", "is not a stable id"),
-        (("CUDA0",), [H100_A], "", "is not a stable id"),
-        (("uuid:GPU-gone",), [H100_A, H100_B], "", "no device here has gpu_id 'uuid:GPU-gone'"),
-        (("uuid:GPU-aaaa-1111",), [], "", "no device here has gpu_id"),
-        (("uuid:GPU-aaaa-1111",), [H100_A, TWIN], "", "is ambiguous"),
+        (("uuid:GPU-bbbb-2222",), [H100_A, H100_B], {"m0": [B]}, ""),
+        (("pci:0000:65:00.0",), [H100_A, H100_B], {"m0": [A]}, ""),
+        (("PCI:0000:B3:00.0", "uuid:GPU-bbbb-2222"), [H100_A, H100_B], {"m0": [B], "m1": [B]}, ""),
+        # models on different GPUs: each runs on its own GPU's worker
         (
             ("uuid:GPU-aaaa-1111", "uuid:GPU-bbbb-2222"),
             [H100_A, H100_B],
+            {"m0": [A], "m1": [B]},
             "",
-            "the models pin 2 different GPUs",
         ),
+        (("index:0",), [H100_A], {}, "is not a stable id"),
+        (("CUDA0",), [H100_A], {}, "is not a stable id"),
+        (("uuid:GPU-gone",), [H100_A, H100_B], {}, "no device here has gpu_id 'uuid:GPU-gone'"),
+        (("uuid:GPU-aaaa-1111",), [], {}, "no device here has gpu_id"),
+        (("uuid:GPU-aaaa-1111",), [H100_A, TWIN], {}, "is ambiguous"),
     ],
 )
 def test_pinned_ids_resolve_or_fail_closed(
-    tmp_path: Path, ids: tuple[str, ...], devices: list[pb.Device], device: str, message: str
+    tmp_path: Path,
+    ids: tuple[str, ...],
+    devices: list[pb.Device],
+    pins: dict[str, list[str]],
+    message: str,
 ) -> None:
     path = pinned(tmp_path, *ids)
     if message:
         with pytest.raises(ConfigError, match=message):
-            startup_models([], 0, "auto", load(path), path, lambda: devices)
+            startup_models([], 0, load(path), path, lambda: devices)
     else:
-        assert startup_models([], 0, "auto", load(path), path, lambda: devices).device == device
+        assert startup_models([], 0, load(path), path, lambda: devices).pins == pins
+
+
+def test_a_model_pinned_to_two_gpus_runs_on_both(tmp_path: Path) -> None:
+    text = (
+        "version = 1\n[gpu]\nassignment = 'pinned'\n"
+        "[[models]]\nmodel = 'm'\ngpu_id = 'uuid:GPU-aaaa-1111'\n"
+        "[[models]]\nmodel = 'm'\ngpu_id = 'pci:0000:b3:00.0'\n"
+    )
+    path = config(tmp_path, text)
+    chosen = startup_models([], 0, load(path), path, lambda: [H100_A, H100_B])
+    assert chosen.models == ["m"] and chosen.pins == {"m": [A, B]}
+
+
+@pytest.mark.parametrize(
+    ("devices", "models", "pins", "expected"),
+    [
+        # no pins: every worker pins every model of the node, placement picks the device
+        (["cpu"], ["m"], {}, [("cpu", ["m"])]),
+        ([A, B], ["m", "n"], {}, [(A, ["m", "n"]), (B, ["m", "n"])]),
+        # pins: each worker its own; a GPU no model names has none and serves the mesh
+        ([A, B], ["m", "n"], {"m": [A], "n": [A]}, [(A, ["m", "n"]), (B, [])]),
+        ([A, B], ["m"], {"m": [A, B]}, [(A, ["m"]), (B, ["m"])]),
+    ],
+)
+def test_a_node_runs_a_worker_per_device(
+    devices: list[str],
+    models: list[str],
+    pins: dict[str, list[str]],
+    expected: list[tuple[str, list[str]]],
+) -> None:
+    parts = node_workers(devices, models, pins)
+    assert [(p.device, p.pins(models)) for p in parts] == expected
+    assert all(p.pinned == bool(pins) for p in parts)
+
+
+def test_a_pinned_gpu_left_out_of_the_device_flag_stops_serve() -> None:
+    with pytest.raises(ValueError, match=f"m is pinned to {B}, which this node runs no worker on"):
+        node_workers([A], ["m"], {"m": [B]})
 
 
 def test_stable_ids_are_the_uuid_and_the_usual_pci_address() -> None:

@@ -84,7 +84,7 @@ GOOD = {k: v for k, v in TOKEN.__dict__.items()}
         ({**GOOD, "unknown": 1}, "damaged"),
         ({**GOOD, "mesh_id": ["m"]}, "damaged"),
         ([1, 2], "damaged"),
-        ({**GOOD, "version": "2"}, "format version 2"),
+        ({**GOOD, "version": "2"}, "format version '2'"),
     ],
 )
 def test_well_formed_but_wrong_payloads_are_refused(values: object, message: str) -> None:

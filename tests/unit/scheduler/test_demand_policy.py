@@ -10,6 +10,7 @@ from meshllm.scheduler.demand import (
     ModelDemand,
     Replicas,
     mesh_replicas,
+    pins_by_model,
     placed_replicas,
     traffic_by_model,
 )
@@ -249,3 +250,16 @@ def test_a_demanded_model_too_big_for_any_standby_is_split_over_standbys() -> No
     roles = sorted(a.role for _, a in result.create)
     assert roles == [pb.ASSIGNMENT_ROLE_HOST, pb.ASSIGNMENT_ROLE_PEER]
     assert result.status["m"].placed and result.status["m"].replicas == 1
+
+
+def test_pins_count_replicas_not_records() -> None:
+    # both workers of node "a" publish its pin of "m"; "b" pins "n" to two of its GPUs
+    records = [
+        pb.Demand(model="m", origin="a", pinned=True),
+        pb.Demand(model="m", origin="a", pinned=True),
+        pb.Demand(model="n", origin="b", pinned=True, worker_id="gpu0"),
+        pb.Demand(model="n", origin="b", pinned=True, worker_id="gpu1"),
+        pb.Demand(model="n", origin="gw", requests_per_minute=5),
+    ]
+    assert pins_by_model(records) == {"m": 1, "n": 2}
+    assert traffic_by_model(records)["n"].pins == 2

@@ -9,6 +9,7 @@ from meshllm.scheduler.placement import (
     context_for,
     memory_needed,
     plan,
+    standby_workers,
     wants_from,
 )
 from meshllm.scheduler.settings import PlacementSettings
@@ -463,3 +464,83 @@ def test_models_fill_the_fastest_worker_first_then_the_next() -> None:
     placed = {a.model: w.node for w, a in result.create}
     assert placed == {"x": "fast", "y": "fast", "z": "slow"}
     assert result.status["x"].reasons[0] == "fast/gpu0: fits solo (3.00 GiB), 4.00 GiB left after"
+
+
+def gpu(node: str, worker_id: str, budget_gib: float, *, pins: bool = False) -> pb.WorkerRecord:
+    record = worker(node, budget_gib)
+    record.worker_id = record.device.id = worker_id
+    record.pins_models = pins
+    return record
+
+
+def test_pins_to_devices_become_one_want_with_a_replica_per_device() -> None:
+    demands = [
+        pb.Demand(model="m", origin="a", pinned=True, worker_id="gpu1"),
+        pb.Demand(model="m", origin="a", pinned=True, worker_id="gpu0"),
+        pb.Demand(model="n", origin="a", pinned=True),
+    ]
+    assert wants_from(demands) == [
+        Want("m", "a", 0, replicas=2, devices=("gpu0", "gpu1")),
+        Want("n", "a", 0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("devices", "budgets", "placed_on", "reason"),
+    [
+        # each replica on its own pinned device, though gpu2 has the most room
+        (("gpu0", "gpu1"), (4, 4, 64), ["gpu0", "gpu1"], ""),
+        (("gpu1",), (64, 4, 64), ["gpu1"], ""),
+        # a pinned device too small: never elsewhere, and it says why
+        (("gpu1",), (64, 0.5, 64), [], "needs 1.00 GiB"),
+        # a pinned device that is not there (yet)
+        (("gpu9",), (64, 64, 64), [], "pinned to gpu9 of a"),
+    ],
+)
+def test_a_pin_to_a_device_runs_there_or_nowhere(
+    devices: tuple[str, ...], budgets: tuple[float, ...], placed_on: list[str], reason: str
+) -> None:
+    workers = [gpu("a", f"gpu{i}", b, pins=True) for i, b in enumerate(budgets)]
+    want = Want("m", "a", 0, replicas=len(devices), devices=devices)
+    result = plan([want], {"m": entry("m", 1)}, {}, workers, {}, SETTINGS)
+    assert sorted(a.worker_id for _, a in result.create) == placed_on
+    assert result.status["m"].placed == bool(placed_on)
+    if reason:
+        assert any(reason in r for r in result.status["m"].reasons), result.status["m"].reasons
+
+
+def test_a_replica_off_its_pinned_device_moves_to_it() -> None:
+    kept = {
+        "k": pb.Assignment(
+            id="r",
+            group_id="r",
+            model="m",
+            origin="a",
+            node="a",
+            worker_id="gpu0",
+            memory_bytes=GiB,
+        )
+    }
+    workers = [gpu("a", "gpu0", 8, pins=True), gpu("a", "gpu1", 8, pins=True)]
+    want = Want("m", "a", 0, devices=("gpu1",))
+    result = plan([want], {"m": entry("m", 1)}, {}, workers, kept, SETTINGS)
+    assert result.delete == ["k"] and [a.worker_id for _, a in result.create] == ["gpu1"]
+
+
+@pytest.mark.parametrize(
+    ("wants_", "pins", "standby"),
+    [
+        # a pin without devices claims every worker of its node
+        ([Want("own", "a", 0)], {}, ["b/gpu0"]),
+        # a pin with devices claims only those: the node's other GPU takes the mesh's replicas
+        ([Want("own", "a", 0, devices=("gpu0",))], {}, ["a/gpu1", "b/gpu0"]),
+        # a worker that says it pins models, before its pins arrive
+        ([], {"a/gpu1"}, ["a/gpu0", "b/gpu0"]),
+    ],
+)
+def test_standby_workers(wants_: list[Want], pins: set[str], standby: list[str]) -> None:
+    workers = [gpu("a", "gpu0", 8), gpu("a", "gpu1", 8), gpu("b", "gpu0", 8)]
+    for w in workers:
+        w.pins_models = f"{w.node}/{w.worker_id}" in pins
+    live = {(w.node, w.worker_id): w for w in workers}
+    assert sorted(f"{n}/{i}" for n, i in standby_workers(wants_, live)) == standby

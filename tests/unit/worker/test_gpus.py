@@ -117,6 +117,25 @@ def test_select_gpu_by_index_or_uuid(h100x2: RecordedNvml) -> None:
         gpus.select_device("7", 0.5, probe=probe)
 
 
+def test_a_node_runs_a_worker_per_device_it_is_given(h100x2: RecordedNvml) -> None:
+    found = gpus.nvidia_devices(h100x2)
+    a, b = (g.uuid for g in found)
+    table = [
+        ("auto", found, [a, b]),  # every GPU
+        ("auto", [], ["cpu"]),  # no GPU: the CPU
+        ("cpu", found, ["cpu"]),
+        ("1", found, [b]),
+        (f"1,{a}", found, [b, a]),  # indexes and UUIDs, in the order given
+        (f"0,{a}", found, [a]),  # one device named twice runs one worker
+    ]
+    for choice, inventory, expected in table:
+        assert gpus.worker_devices(choice, inventory) == expected, choice
+    with pytest.raises(ValueError, match="device '7' not found"):
+        gpus.worker_devices("0,7", found)
+    with pytest.raises(ValueError, match="no device named"):
+        gpus.worker_devices(",", found)
+
+
 # One H200 host, recorded with nvidia-ml-py 13 (driver 580.159.04): NVML's answers, and the
 # head of its /proc/meminfo.
 H200 = {

@@ -285,7 +285,7 @@ class ModelFile(_message.Message):
     def __init__(self, model: _Optional[str] = ..., node: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Demand(_message.Message):
-    __slots__ = ("model", "origin", "pinned", "last_request_unix", "requests_per_minute", "context", "split")
+    __slots__ = ("model", "origin", "pinned", "last_request_unix", "requests_per_minute", "context", "split", "worker_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +293,7 @@ class Demand(_message.Message):
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     origin: str
     pinned: bool
@@ -300,7 +301,8 @@ class Demand(_message.Message):
     requests_per_minute: float
     context: int
     split: bool
-    def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ..., split: _Optional[bool] = ...) -> None: ...
+    worker_id: str
+    def __init__(self, model: _Optional[str] = ..., origin: _Optional[str] = ..., pinned: _Optional[bool] = ..., last_request_unix: _Optional[int] = ..., requests_per_minute: _Optional[float] = ..., context: _Optional[int] = ..., split: _Optional[bool] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class LayerExperts(_message.Message):
     __slots__ = ("experts",)
