@@ -10,7 +10,8 @@ when started with no model on its command line.
     model = "Qwen2.5-3B"       # anything --model takes
     ctx_size = 8192            # its context (serve --context overrides it)
     gpu_id = "uuid:GPU-…"      # pinned only: a stable id from `mesh-llm gpus`
-    mmproj = ""                # a vision model's projector
+    mmproj = "mmproj.gguf"     # a vision model's projector: a path, org/repo/file.gguf or a
+                               # file in the model's hub repo (catalog models know theirs)
 
     [[plugin]]
     name = "…"
@@ -21,7 +22,7 @@ pins); `--context` overrides every `ctx_size`. A pinned configuration fails clos
 by more than one stops `serve` before anything starts. A node runs a worker on every GPU;
 a pinned model runs on its GPU's worker only, and a GPU no model names serves the mesh.
 What the file says becomes the same settings the services read (each worker's `models`,
-`model_contexts`, `device` and `pin_to_device`)."""
+`model_options`, `device` and `pin_to_device`)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class StartupModels:
     models: list[str]
     contexts: dict[str, int]  # model value → context, where one was configured
     pins: dict[str, list[str]]  # model value → the devices it is pinned to (UUID or index)
+    projectors: dict[str, str]  # model value → its mmproj, where one was configured
     source: str  # "command line", the config file's path, or "" when there are none
     notes: list[str]  # what was ignored, said once at start
 
@@ -135,22 +137,18 @@ def startup_models(
     if flags:
         if config is not None and config.models:
             notes.append(f"--model/--gguf given: the models in {config_path} are not started")
-        return StartupModels(list(flags), {}, {}, "command line", notes)
+        return StartupModels(list(flags), {}, {}, {}, "command line", notes)
     if config is None or not config.models:
-        return StartupModels([], {}, {}, "", notes)
+        return StartupModels([], {}, {}, {}, "", notes)
     contexts = {m.model: m.ctx_size for m in config.models if m.ctx_size and not context_flag}
-    notes += [
-        f"{m.model}: mmproj is not passed to llama-server yet; it serves text only"
-        for m in config.models
-        if m.mmproj
-    ]
+    projectors = {m.model: m.mmproj for m in config.models if m.mmproj}
     if config.plugin:
         notes.append(f"{config_path}: [[plugin]] entries are read but no plugins run yet")
     pins = {}
     if config.gpu.assignment == "pinned":
         pins = pinned_devices(config.models, devices(), config_path)
     models = list(dict.fromkeys(m.model for m in config.models))
-    return StartupModels(models, contexts, pins, str(config_path), notes)
+    return StartupModels(models, contexts, pins, projectors, str(config_path), notes)
 
 
 def pinned_devices(

@@ -14,8 +14,9 @@ written, neither in the user's configuration nor a temporary one.
 - opencode: a custom provider (`@ai-sdk/openai-compatible`) in `OPENCODE_CONFIG_CONTENT`,
   which opencode merges over its other config files, listing every served model.
 
-Each harness also gets a placeholder API key, so a real key in the user's environment
-(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) or goose's keyring is never sent to the mesh."""
+Each harness gets the mesh's API key (`--api-key`), or a placeholder where the API needs
+none, so a key for another provider in the user's environment (`OPENAI_API_KEY`,
+`ANTHROPIC_API_KEY`) or goose's keyring is never sent to the mesh."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from meshllm.registry import model_catalog
 
-PLACEHOLDER_KEY = "mesh-llm"  # the API on loopback takes no key; harnesses want one set
+PLACEHOLDER_KEY = "mesh-llm"  # for an API that takes no key; harnesses want one set
 OPENCODE_PROVIDER = "mesh"
 
 INSTALL_HINTS = {
@@ -57,6 +58,18 @@ class Served:
 class Choice:
     model: Served
     reason: str  # why this one, for the user
+
+
+@dataclass(frozen=True)
+class Api:
+    """The mesh API a harness talks to: `http://host:port`, and its key ("" = none)."""
+
+    base_url: str
+    key: str = ""
+
+    @property
+    def token(self) -> str:
+        return self.key or PLACEHOLDER_KEY
 
 
 @dataclass(frozen=True)
@@ -136,25 +149,25 @@ def output_tokens(context: int) -> int:
     return context // 4
 
 
-def goose(base_url: str, model: Served, served: Sequence[Served], extra: Sequence[str]) -> Launch:
+def goose(api: Api, model: Served, served: Sequence[Served], extra: Sequence[str]) -> Launch:
     """`goose session` (or `goose EXTRA...`) on goose's OpenAI provider."""
     env = {
         "GOOSE_PROVIDER": "openai",
         "GOOSE_MODEL": model.id,
-        "OPENAI_HOST": base_url,
+        "OPENAI_HOST": api.base_url,
         "OPENAI_BASE_PATH": "v1/chat/completions",
-        "OPENAI_API_KEY": PLACEHOLDER_KEY,
+        "OPENAI_API_KEY": api.token,
     }
     if model.context:
         env["GOOSE_CONTEXT_LIMIT"] = str(model.context)
     return Launch("goose", ["goose", *(extra or ["session"])], env)
 
 
-def claude(base_url: str, model: Served, served: Sequence[Served], extra: Sequence[str]) -> Launch:
+def claude(api: Api, model: Served, served: Sequence[Served], extra: Sequence[str]) -> Launch:
     """`claude --model M --settings JSON EXTRA...` on the gateway's Messages API."""
     env = {
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_AUTH_TOKEN": PLACEHOLDER_KEY,
+        "ANTHROPIC_BASE_URL": api.base_url,
+        "ANTHROPIC_AUTH_TOKEN": api.token,
         "ANTHROPIC_API_KEY": "",
         "ANTHROPIC_MODEL": model.id,
         "ANTHROPIC_DEFAULT_OPUS_MODEL": model.id,
@@ -180,9 +193,7 @@ def claude(base_url: str, model: Served, served: Sequence[Served], extra: Sequen
     return Launch("claude", ["claude", "--model", model.id, "--settings", settings, *extra], env)
 
 
-def opencode(
-    base_url: str, model: Served, served: Sequence[Served], extra: Sequence[str]
-) -> Launch:
+def opencode(api: Api, model: Served, served: Sequence[Served], extra: Sequence[str]) -> Launch:
     """`opencode EXTRA...` with the mesh as a provider, `model` its default."""
     models: dict[str, Any] = {}
     for each in served:
@@ -196,7 +207,7 @@ def opencode(
             OPENCODE_PROVIDER: {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "mesh-llm",
-                "options": {"baseURL": f"{base_url}/v1", "apiKey": PLACEHOLDER_KEY},
+                "options": {"baseURL": f"{api.base_url}/v1", "apiKey": api.token},
                 "models": models,
             }
         },
@@ -207,5 +218,5 @@ def opencode(
     return Launch("opencode", ["opencode", *extra], env)
 
 
-Builder = Callable[[str, Served, Sequence[Served], Sequence[str]], Launch]
+Builder = Callable[[Api, Served, Sequence[Served], Sequence[str]], Launch]
 HARNESSES: dict[str, Builder] = {"goose": goose, "claude": claude, "opencode": opencode}

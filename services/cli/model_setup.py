@@ -16,16 +16,22 @@ from .terminal import Console
 
 
 async def register_models(
-    models: list[str], registry: RegistrySettings, credentials: pki.Credentials, console: Console
+    models: list[str],
+    projectors: dict[str, str],
+    registry: RegistrySettings,
+    credentials: pki.Credentials,
+    console: Console,
 ) -> list[str]:
+    """`projectors`: model value → its configured mmproj."""
     names = []
     async with RegistryClient(f"127.0.0.1:{registry.grpc_port}", credentials) as client:
         for value in models:
             ref = model_reference(value)
+            mmproj = projectors.get(value, "")
             if "name" in ref:
-                await fetch_with_progress(value, registry, console)
+                await fetch_with_progress(value, mmproj, registry, console)
             try:
-                entry = await client.register(**ref)
+                entry = await client.register(**ref, mmproj=mmproj)
             except MeshError as exc:
                 raise ServeError(exc.message) from exc
             console.say(
@@ -38,10 +44,12 @@ async def register_models(
     return names
 
 
-async def fetch_with_progress(value: str, registry: RegistrySettings, console: Console) -> None:
-    """A model that is not on this node yet is downloaded in the foreground, where the
-    progress bars show (pip's for a built-in, the hub's then the checksum's for a Hugging
-    Face model); a failure ends `serve` with one line."""
+async def fetch_with_progress(
+    value: str, mmproj: str, registry: RegistrySettings, console: Console
+) -> None:
+    """A model (and a vision model's projector) that is not on this node yet is downloaded
+    in the foreground, where the progress bars show (pip's for a built-in, the hub's then the
+    checksum's for a Hugging Face model); a failure ends `serve` with one line."""
     from meshllm.registry import sources
     from meshllm.registry.progress import hash_bar
 
@@ -53,6 +61,7 @@ async def fetch_with_progress(value: str, registry: RegistrySettings, console: C
             console.say(f"downloading {resolved.name} …", event="downloading", model=value)
         with hash_bar(resolved.name) as on_hash:
             sources.fetch(resolved, cache, progress=not console.as_json, on_hash=on_hash)
+        sources.projector(mmproj, value, resolved.source, cache, progress=not console.as_json)
 
     try:
         await asyncio.to_thread(fetch)

@@ -20,7 +20,7 @@ from meshllm.gateway.guard import read_keys
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.settings import RegistrySettings
 from meshllm.scheduler.settings import SchedulerSettings
-from meshllm.worker.settings import ModelContext, SupervisorSettings, WorkerSettings
+from meshllm.worker.settings import ModelOptions, SupervisorSettings, WorkerSettings
 
 from .etcd import free_port
 from .local import RunningNode
@@ -142,7 +142,7 @@ async def start_node_services(
         RegistrySettings, **common, grpc_port=free_port(), http_port=free_port()
     )
     await stack.start_service("registry", registry)
-    names = await register_models(opts.models, registry, access.tls, console)
+    names = await register_models(opts.models, opts.projectors, registry, access.tls, console)
     await stack.start_service(
         "scheduler",
         load_settings(
@@ -170,8 +170,12 @@ async def start_node_services(
             split=opts.split,
             llama_cache_dir=str(stack.state_dir / "llama-cache"),
             models=",".join(models),
-            model_contexts=[
-                ModelContext(model=m, context=c) for m, c in opts.contexts.items() if m in models
+            model_options=[
+                ModelOptions(
+                    model=m, context=opts.contexts.get(m, 0), mmproj=opts.projectors.get(m, "")
+                )
+                for m in models
+                if m in opts.contexts or m in opts.projectors
             ],
             pin_to_device=part.pinned,
             supervisor=SupervisorSettings(

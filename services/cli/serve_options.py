@@ -50,6 +50,7 @@ def node_workers(
 class ServeOptions:
     models: list[str] = field(default_factory=list)  # names and GGUF paths, in flag order
     contexts: dict[str, int] = field(default_factory=dict)  # model → context (config.toml)
+    projectors: dict[str, str] = field(default_factory=dict)  # model → mmproj (config.toml)
     port: int = 9337
     console_port: int = 3131
     etcd: str = ""

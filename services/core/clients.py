@@ -56,10 +56,12 @@ class RegistryClient:
         address = await find_service(store, mesh, "registry", node, only_node=only_node)
         return cls(address, credentials)
 
-    async def register(self, *, path: str = "", name: str = "", alias: str = "") -> pb.CatalogEntry:
+    async def register(
+        self, *, path: str = "", name: str = "", alias: str = "", mmproj: str = ""
+    ) -> pb.CatalogEntry:
         with map_rpc_errors("RegisterModel"):
             reply = await self._stub.RegisterModel(
-                rpb.RegisterModelRequest(path=path, name=name, alias=alias),
+                rpb.RegisterModelRequest(path=path, name=name, alias=alias, mmproj=mmproj),
                 timeout=self._timeout_s,
             )
         return reply.entry

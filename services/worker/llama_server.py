@@ -40,6 +40,7 @@ class InstanceSpec:
     model: str
     model_path: str
     context: int
+    mmproj_path: str = ""  # a vision model's multimodal projector
     parallel: int = 4
     threads: int = 0
     gpu_layers: int = 0  # 0 on a CPU device; all layers on a GPU
@@ -124,6 +125,8 @@ def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
         "--pooling",
         "mean",
     ]
+    if spec.mmproj_path:
+        argv += ["--mmproj", spec.mmproj_path]
     if spec.split is not None:
         argv += spec.split.argv()
     else:

@@ -40,9 +40,12 @@ class SupervisorSettings(Section):
         return range(int(low), int(high or low) + 1)
 
 
-class ModelContext(Section):
+class ModelOptions(Section):
+    """What config.toml says of one of `models`, beyond its name."""
+
     model: str  # as given in `models`
-    context: int = Field(ge=256)
+    context: int = Field(0, description="its context; 0 = the mesh default", ge=0)
+    mmproj: str = Field("", description="its multimodal projector (a path or hub reference)")
 
 
 class WorkerSettings(BaseServiceSettings):
@@ -74,8 +77,8 @@ class WorkerSettings(BaseServiceSettings):
     cpu_memory_fraction: float = Field(0.5, gt=0, le=1, description="share of RAM for models")
     cpu_memory_bytes: int = Field(0, ge=0, description="explicit CPU budget; overrides fraction")
     models: str = Field("", description="comma-separated models (names or GGUF paths) to serve")
-    model_contexts: list[ModelContext] = Field(
-        default_factory=list, description="the context of some of `models`, where one is wanted"
+    model_options: list[ModelOptions] = Field(
+        default_factory=list, description="the context or projector of some of `models`"
     )
     pin_to_device: bool = Field(
         False,

@@ -317,3 +317,29 @@ def test_the_harness_runs_through_the_mesh(
     assert answered(mesh, chat_model.stem, harness.route) > before, shown
     if finished and process.returncode == 0:
         assert out.strip(), shown  # it printed the model's reply
+
+
+def test_a_mesh_whose_api_wants_a_key_gets_it_from_the_launcher(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    keyed = local_serve(tmp_path / "keyed", tiny_model, extra=("--api-key", "sk-launch"))
+    try:
+        keyed.wait_event("model_ready")
+        api = ["--api", keyed.api]  # a mesh's API named by its URL, /v1 or not
+        config = print_config(tmp_path, "opencode", *api, "--api-key", "sk-launch")
+        opencode = json.loads(config["env"]["OPENCODE_CONFIG_CONTENT"])
+        assert opencode["provider"]["mesh"]["options"]["apiKey"] == "sk-launch"
+        assert config["model"] == tiny_model.stem
+        for given, why in (([], "was not given"), (["--api-key", "sk-wrong"], "was refused")):
+            done = subprocess.run(
+                mesh_llm("goose", "--print-config", *api, *given),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=mesh_env(tmp_path),
+            )
+            assert done.returncode == 1
+            (line,) = done.stderr.strip().splitlines()
+            assert f"wants an API key, and one {why}: pass --api-key" in line
+    finally:
+        keyed.stop()

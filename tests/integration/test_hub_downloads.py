@@ -188,6 +188,52 @@ async def test_a_hub_model_is_fetched_by_the_registry_of_the_node_given_it(
     assert located.facts.block_count == entry.facts.block_count
 
 
+async def test_a_vision_models_projector_comes_from_its_repo_and_goes_where_the_model_goes(
+    fake_hub: FakeHub, tiny_model: Path, tmp_path: Path, store: EtcdStore, mesh_id: str
+) -> None:
+    """mmproj named as a file of the model's own repo: downloaded and checked beside it; n2,
+    given the model, fetches both when its worker asks where they are."""
+    projector = os.urandom(50_000)
+    fake_hub.add(
+        "org/see-GGUF", {"see-Q8_0.gguf": tiny_model.read_bytes(), "mmproj.gguf": projector}
+    )
+    async with registry_on(store, mesh_id, "n1", tmp_path) as n1:
+        entry = await n1.register(name="org/see-GGUF/see-Q8_0.gguf", mmproj="mmproj.gguf")
+        text_only = await n1.register(path=str(tiny_model))
+        assert (await n1.locate(tiny_model.stem, "n1")).projector_path == ""
+    assert (entry.projector.repo, entry.projector.member) == ("org/see-GGUF", "mmproj.gguf")
+    assert Path(entry.projector.path).read_bytes() == projector
+    assert not text_only.HasField("projector")
+    shutil.rmtree(tmp_path / "hub-cache")
+    async with registry_on(store, mesh_id, "n2", tmp_path) as n2:
+        located = await n2.locate("see-Q8_0", "n2")
+    assert Path(located.projector_path).read_bytes() == projector
+
+
+@pytest.mark.parametrize(
+    ("mmproj", "error", "message"),
+    [
+        ("/nonexistent/mmproj.gguf", NotFound, "mmproj /nonexistent/mmproj.gguf: no such file"),
+        ("org/see-GGUF:Q8_0", InvalidRequest, "name the projector's file"),
+        ("org/see-GGUF/absent.gguf", NotFound, "org/see-GGUF has no file absent.gguf"),
+    ],
+)
+async def test_a_projector_that_cannot_be_had_refuses_the_registration(
+    fake_hub: FakeHub,
+    tiny_model: Path,
+    tmp_path: Path,
+    store: EtcdStore,
+    mesh_id: str,
+    mmproj: str,
+    error: type[Exception],
+    message: str,
+) -> None:
+    fake_hub.add("org/see-GGUF", {"see-Q8_0.gguf": tiny_model.read_bytes()})
+    async with registry_on(store, mesh_id, "n1", tmp_path) as n1:
+        with pytest.raises(error, match=message):
+            await n1.register(path=str(tiny_model), mmproj=mmproj)
+
+
 @asynccontextmanager
 async def registry_on(
     store: EtcdStore, mesh_id: str, node: str, tmp_path: Path

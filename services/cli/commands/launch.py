@@ -1,9 +1,10 @@
 """`mesh-llm goose|claude|opencode`: run an agent harness against the mesh (cli/launchers.py
 builds its argv and environment).
 
-The mesh is the one whose API answers on this machine's `--port`. When none does, `--join
-TOKEN` or `--auto` starts an API-only node (`mesh-llm client`) in the background for as long as
-the harness runs, and stops it afterwards whatever happened (it also gets SIGTERM should this
+The mesh is the one whose API answers on this machine's `--port` (or at `--api URL`, a mesh's
+API elsewhere, with `--api-key` where it needs one). When none does, `--join TOKEN` or
+`--auto` starts an API-only node (`mesh-llm client`) in the background for as long as the
+harness runs, and stops it afterwards whatever happened (it also gets SIGTERM should this
 process die). Its state (credentials, logs) stays in `$MESH_HOME/launch/<node>`, so launching
 again rejoins as the same member without spending the token again."""
 
@@ -61,6 +62,18 @@ def add_parser(commands: Subcommands) -> None:
             "--port", type=int, default=9337, help="the port of this machine's API (default 9337)"
         )
         parser.add_argument(
+            "--api",
+            default="",
+            metavar="URL",
+            help="a mesh's API elsewhere, http(s)://host:port (default: this machine's, on --port)",
+        )
+        parser.add_argument(
+            "--api-key",
+            default=os.environ.get("MESH_LLM_API_KEY", ""),
+            metavar="KEY",
+            help="the key the mesh's API wants, if it wants one (default: $MESH_LLM_API_KEY)",
+        )
+        parser.add_argument(
             "--join",
             default="",
             metavar="TOKEN",
@@ -94,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--port {args.port} is not a valid port")
     if args.join and args.auto:
         return fail("--join and --auto both choose the mesh: pass one of them")
+    if args.api and (args.join or args.auto):
+        return fail("--api names a mesh's API; --join/--auto start one here: pass one of them")
+    if args.api and not args.api.startswith(("http://", "https://")):
+        return fail(f"--api {args.api}: give a URL, http(s)://host:port")
     if args.join:
         try:
             decode_token(args.join)
@@ -113,14 +130,19 @@ async def _launch(args: argparse.Namespace) -> int:
     import aiohttp
 
     from ..launchers import HARNESSES as BUILDERS
-    from ..launchers import LaunchError, choose_model, served_models
+    from ..launchers import Api, LaunchError, choose_model, served_models
 
-    base = f"http://127.0.0.1:{args.port}"
+    base = args.api.rstrip("/").removesuffix("/v1") or f"http://127.0.0.1:{args.port}"
+    api = Api(base, args.api_key)
     node: ChildProcess | None = None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+    headers = {"authorization": f"Bearer {api.key}"} if api.key else {}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
         try:
             listing = await _models(http, base)
             if listing is None:
+                if args.api:
+                    raise LaunchError(f"no mesh answers on {base}/v1: is the URL right?")
                 if not (args.join or args.auto):
                     raise LaunchError(
                         f"no mesh answers on {base}/v1: start one with `mesh-llm serve`, or "
@@ -134,7 +156,7 @@ async def _launch(args: argparse.Namespace) -> int:
             served = served_models(listing)
             requested = await _canonical(http, base, args.model) if args.model else ""
             choice = choose_model(served, requested)
-            launch = BUILDERS[args.harness](base, choice.model, served, args.harness_args)
+            launch = BUILDERS[args.harness](api, choice.model, served, args.harness_args)
             if args.print_config:
                 _print_config(launch, base, choice.model.id, choice.reason, args.json)
                 return 0
@@ -155,7 +177,11 @@ async def _models(http: aiohttp.ClientSession, base: str) -> dict[str, Any] | No
     try:
         async with http.get(f"{base}/v1/models") as reply:
             if reply.status in (401, 403):
-                raise LaunchError(f"the API on {base}/v1 wants an API key; it has none here")
+                given = "was refused" if "authorization" in http.headers else "was not given"
+                raise LaunchError(
+                    f"the API on {base}/v1 wants an API key, and one {given}: pass --api-key "
+                    "KEY (or set MESH_LLM_API_KEY)"
+                )
             if reply.status != 200:
                 raise LaunchError(f"{base}/v1/models answered {reply.status}: is it a mesh?")
             listing: dict[str, Any] = await reply.json()

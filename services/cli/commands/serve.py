@@ -280,7 +280,7 @@ def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
         chosen = startup_models(flags, args.context, config, path, nvidia_devices)
     except ConfigError as exc:
         return str(exc)
-    opts.models, opts.contexts = chosen.models, chosen.contexts
+    opts.models, opts.contexts, opts.projectors = chosen.models, chosen.contexts, chosen.projectors
     try:
         devices = worker_devices(args.device, nvidia_devices())
         opts.workers = node_workers(devices, chosen.models, chosen.pins)

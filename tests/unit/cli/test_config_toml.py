@@ -79,7 +79,8 @@ def test_the_config_is_what_serve_starts_with(tmp_path: Path) -> None:
     chosen = startup_models([], 0, load(path), path, nothing)
     assert chosen.models == ["Qwen2.5-3B", "org/repo/vision.gguf"]
     assert chosen.contexts == {"Qwen2.5-3B": 8192} and chosen.pins == {}
-    assert any("mmproj" in n for n in chosen.notes) and any("plugin" in n for n in chosen.notes)
+    assert chosen.projectors == {"org/repo/vision.gguf": "org/repo/mmproj.gguf"}
+    assert any("plugin" in n for n in chosen.notes)
 
 
 def test_models_on_the_command_line_ignore_the_configured_ones(tmp_path: Path) -> None:

@@ -96,8 +96,11 @@ def test_choose_model_refuses(served: list[ln.Served], requested: str, message: 
     assert "\n" not in str(raised.value)
 
 
+API = ln.Api(BASE)
+
+
 def test_goose_uses_its_openai_provider_on_the_mesh() -> None:
-    launch = ln.goose(BASE, CODER_7B, [SMALL, CODER_7B], [])
+    launch = ln.goose(API, CODER_7B, [SMALL, CODER_7B], [])
     assert launch.argv == ["goose", "session"]
     assert launch.env == {
         "GOOSE_PROVIDER": "openai",
@@ -108,13 +111,13 @@ def test_goose_uses_its_openai_provider_on_the_mesh() -> None:
         "GOOSE_CONTEXT_LIMIT": "32768",
     }
     # arguments replace `session`; no context known, no limit given
-    launch = ln.goose(BASE, BIG_UNLISTED, [BIG_UNLISTED], ["run", "-t", "hi"])
+    launch = ln.goose(API, BIG_UNLISTED, [BIG_UNLISTED], ["run", "-t", "hi"])
     assert launch.argv == ["goose", "run", "-t", "hi"]
     assert "GOOSE_CONTEXT_LIMIT" not in launch.env
 
 
 def test_claude_code_uses_the_messages_api_under_every_model_name() -> None:
-    launch = ln.claude(BASE, SMALL, [SMALL], ["-p", "say hi"])
+    launch = ln.claude(API, SMALL, [SMALL], ["-p", "say hi"])
     env = launch.env
     assert env["ANTHROPIC_BASE_URL"] == BASE  # Claude Code appends /v1/messages itself
     assert env["ANTHROPIC_AUTH_TOKEN"] == ln.PLACEHOLDER_KEY
@@ -135,12 +138,12 @@ def test_claude_code_uses_the_messages_api_under_every_model_name() -> None:
     assert launch.argv[:4] == ["claude", "--model", SMALL.id, "--settings"]
     assert json.loads(launch.argv[4]) == {"env": env}
     assert launch.argv[5:] == ["-p", "say hi"]
-    unknown_context = ln.claude(BASE, BIG_UNLISTED, [BIG_UNLISTED], []).env
+    unknown_context = ln.claude(API, BIG_UNLISTED, [BIG_UNLISTED], []).env
     assert "CLAUDE_CODE_MAX_CONTEXT_TOKENS" not in unknown_context
 
 
 def test_opencode_gets_the_mesh_as_a_provider_with_every_model() -> None:
-    launch = ln.opencode(BASE, CODER_7B, [SMALL, CODER_7B, BIG_UNLISTED], ["run", "say hi"])
+    launch = ln.opencode(API, CODER_7B, [SMALL, CODER_7B, BIG_UNLISTED], ["run", "say hi"])
     assert launch.argv == ["opencode", "run", "say hi"]
     assert list(launch.env) == ["OPENCODE_CONFIG_CONTENT"]
     config = json.loads(launch.env["OPENCODE_CONFIG_CONTENT"])
@@ -165,7 +168,7 @@ def test_opencode_gets_the_mesh_as_a_provider_with_every_model() -> None:
 def test_every_harness_has_a_builder_and_an_install_hint() -> None:
     assert set(ln.HARNESSES) == set(ln.INSTALL_HINTS) == {"goose", "claude", "opencode"}
     for name, build in ln.HARNESSES.items():
-        launch = build(BASE, SMALL, [SMALL], ["x"])
+        launch = build(API, SMALL, [SMALL], ["x"])
         assert launch.harness == name and launch.argv[0] == name and launch.argv[-1] == "x"
 
 
@@ -175,6 +178,8 @@ def test_every_harness_has_a_builder_and_an_install_hint() -> None:
         (["claude", "--join", "nonsense"], "--join: this is not a Mesh LLM invite token"),
         (["goose", "--join", "mesh1.x.y", "--auto"], "--join and --auto both choose the mesh"),
         (["opencode", "--port", "0"], "--port 0 is not a valid port"),
+        (["opencode", "--api", "mesh:9337"], "--api mesh:9337: give a URL"),
+        (["goose", "--api", "http://m:9337", "--auto"], "--api names a mesh's API"),
     ],
 )
 def test_bad_flags_end_with_one_line(
@@ -204,3 +209,11 @@ def test_no_mesh_and_no_token_says_what_to_do(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert f"no mesh answers on http://127.0.0.1:{port}/v1" in err
     assert "`mesh-llm serve`" in err and "--join TOKEN" in err and err.count("\n") == 1
+
+
+def test_the_meshs_api_key_goes_to_every_harness() -> None:
+    api = ln.Api(BASE, key="sk-mesh")
+    assert ln.goose(api, SMALL, [SMALL], []).env["OPENAI_API_KEY"] == "sk-mesh"
+    assert ln.claude(api, SMALL, [SMALL], []).env["ANTHROPIC_AUTH_TOKEN"] == "sk-mesh"
+    config = json.loads(ln.opencode(api, SMALL, [SMALL], []).env["OPENCODE_CONFIG_CONTENT"])
+    assert config["provider"]["mesh"]["options"]["apiKey"] == "sk-mesh"

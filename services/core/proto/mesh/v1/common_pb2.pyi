@@ -259,18 +259,20 @@ class LayerRanking(_message.Message):
     def __init__(self, experts: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CatalogEntry(_message.Message):
-    __slots__ = ("name", "source", "facts", "registered_unix", "aliases")
+    __slots__ = ("name", "source", "facts", "registered_unix", "aliases", "projector")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_UNIX_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PROJECTOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: ModelSource
     facts: ModelFacts
     registered_unix: int
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    projector: ModelSource
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., projector: _Optional[_Union[ModelSource, _Mapping]] = ...) -> None: ...
 
 class ModelFile(_message.Message):
     __slots__ = ("model", "node", "path", "size_bytes")

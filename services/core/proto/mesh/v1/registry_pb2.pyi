@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterModelRequest(_message.Message):
-    __slots__ = ("path", "name", "alias")
+    __slots__ = ("path", "name", "alias", "mmproj")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
+    MMPROJ_FIELD_NUMBER: _ClassVar[int]
     path: str
     name: str
     alias: str
-    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+    mmproj: str
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ..., mmproj: _Optional[str] = ...) -> None: ...
 
 class RegisterModelResponse(_message.Message):
     __slots__ = ("entry",)
@@ -54,12 +56,14 @@ class LocateModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class LocateModelResponse(_message.Message):
-    __slots__ = ("path", "facts")
+    __slots__ = ("path", "facts", "projector_path")
     PATH_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
+    PROJECTOR_PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
     facts: _common_pb2.ModelFacts
-    def __init__(self, path: _Optional[str] = ..., facts: _Optional[_Union[_common_pb2.ModelFacts, _Mapping]] = ...) -> None: ...
+    projector_path: str
+    def __init__(self, path: _Optional[str] = ..., facts: _Optional[_Union[_common_pb2.ModelFacts, _Mapping]] = ..., projector_path: _Optional[str] = ...) -> None: ...
 
 class PrepareShardRequest(_message.Message):
     __slots__ = ("model", "spec")
