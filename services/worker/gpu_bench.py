@@ -8,7 +8,7 @@ repetitions (STREAM's "best rate"), the median is kept beside it.
 
 - CPU: numpy copies between two arrays of at least 256 MiB and 4 x the last-level cache
   (STREAM's rule), split across the CPUs this process may run on, one thread each.
-- NVIDIA GPU: `native/gpu_bandwidth.cu` (cudaMemcpy device-to-device between two buffers,
+- NVIDIA GPU: `worker/gpu_bandwidth.cu` (cudaMemcpy device-to-device between two buffers,
   timed with CUDA events), built once with nvcc into ~/.cache/mesh-llm/gpu-bandwidth/<hash of
   the source>/ and run with CUDA_VISIBLE_DEVICES set to the device's UUID.
 
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 MiB = 2**20
 FILE_NAME = "gpu-benchmark.json"
 FILE_VERSION = 1
-SOURCE = Path(__file__).resolve().parents[2] / "native" / "gpu_bandwidth.cu"
+SOURCE = Path(__file__).with_name("gpu_bandwidth.cu")  # package data: installs carry it
 PROBE_NAME = "gpu_bandwidth"
 CPU_MIN_ARRAY_BYTES = 256 * MiB
 GPU_BUFFER_MIB = 1024

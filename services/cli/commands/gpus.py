@@ -46,7 +46,7 @@ copies (the median is stored too).
   CPU         numpy copies between two arrays (at least 256 MiB and 4 x the last-level
               cache), one thread per CPU this process may use.
   NVIDIA GPU  cudaMemcpy device-to-device between two 1 GiB buffers, timed with CUDA
-              events (native/gpu_bandwidth.cu, built once with nvcc into
+              events (worker/gpu_bandwidth.cu, built once with nvcc into
               ~/.cache/mesh-llm/gpu-bandwidth/).
 """
 

@@ -26,7 +26,7 @@ H200 = pb.Device(
     pci_bus_id="00000000:00:06.0",
     memory_total_bytes=150754820096,
 )
-# What native/gpu_bandwidth.cu printed for that H200 (CUDA 13.0, driver 580.159.04).
+# What worker/gpu_bandwidth.cu printed for that H200 (CUDA 13.0, driver 580.159.04).
 H200_PROBE_LINE = (
     '{"name": "NVIDIA H200", "pci_bus_id": "0000:00:06.0", "memory_total_bytes": 150754820096, '
     '"bytes": 1073741824, "repetitions": 20, "best_gbps": 4258.447, "median_gbps": 4242.832, '
