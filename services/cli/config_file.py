@@ -13,14 +13,19 @@ when started with no model on its command line.
     mmproj = "mmproj.gguf"     # a vision model's projector: a path, org/repo/file.gguf or a
                                # file in the model's hub repo (catalog models know theirs)
 
-    [[plugin]]
-    name = "…"
+    [[plugin]]                 # a program run beside the node (cli/plugins.py)
+    name = "notes"
+    command = "/usr/local/bin/notes-bot"
+    args = ["--verbose"]
+    env = { NOTES_DIR = "/srv/notes" }
+    enabled = true
 
-Precedence: `--model`/`--gguf` on the command line ignore the configured models (and their
-pins); `--context` overrides every `ctx_size`. A pinned configuration fails closed: a
-`gpu_id` that is missing, not a stable id (`index:0`, `CUDA0`), matched by no device here or
-by more than one stops `serve` before anything starts. A node runs a worker on every GPU;
-a pinned model runs on its GPU's worker only, and a GPU no model names serves the mesh.
+Precedence: `--model`/`--gguf` on the command line (and `--standby`) ignore the configured
+models (and their pins), not its plugins; `--context` overrides every `ctx_size`. A pinned
+configuration fails closed: a `gpu_id` that is missing, not a stable id (`index:0`, `CUDA0`),
+matched by no device here or by more than one stops `serve` before anything starts. A node
+runs a worker on every GPU; a pinned model runs on its GPU's worker only, and a GPU no model
+names serves the mesh.
 What the file says becomes the same settings the services read (each worker's `models`,
 `model_options`, `device` and `pin_to_device`)."""
 
@@ -59,12 +64,14 @@ class ModelConfig(BaseModel):
 
 
 class PluginConfig(BaseModel):
+    """A program `serve` runs beside the node for as long as it runs (cli/plugins.py)."""
+
     model_config = {"extra": "forbid"}
-    name: str = Field(min_length=1)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     enabled: bool = True
-    command: str = ""
+    command: str = Field(min_length=1)  # an executable: a path, or a name on PATH
     args: list[str] = Field(default_factory=list)
-    url: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class MeshConfig(BaseModel):
@@ -73,6 +80,14 @@ class MeshConfig(BaseModel):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     plugin: list[PluginConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _plugin_names_are_unique(self) -> MeshConfig:
+        names = [p.name for p in self.plugin]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"plugin {twice[0]!r} is listed twice: give each its own name")
+        return self
 
     @model_validator(mode="after")
     def _pins_match_the_assignment(self) -> MeshConfig:
@@ -142,8 +157,6 @@ def startup_models(
         return StartupModels([], {}, {}, {}, "", notes)
     contexts = {m.model: m.ctx_size for m in config.models if m.ctx_size and not context_flag}
     projectors = {m.model: m.mmproj for m in config.models if m.mmproj}
-    if config.plugin:
-        notes.append(f"{config_path}: [[plugin]] entries are read but no plugins run yet")
     pins = {}
     if config.gpu.assignment == "pinned":
         pins = pinned_devices(config.models, devices(), config_path)
@@ -188,3 +201,7 @@ def stable_ids(device: pb.Device) -> list[str]:
     if device.pci_bus_id:
         ids.append(pci_id(device.pci_bus_id))
     return ids
+
+
+def enabled_plugins(config: MeshConfig | None) -> list[PluginConfig]:
+    return [p for p in config.plugin if p.enabled] if config is not None else []

@@ -28,6 +28,7 @@ from .membership import MeshAccess
 from .mesh_entry import find_mesh, found_mesh, join_mesh, publish
 from .model_setup import pick_model, register_models
 from .network import bind_address, lan_address, local_address
+from .plugins import plugin_service
 from .serve_options import ServeError, ServeOptions, WorkerPart
 from .stack import Stack, watch_children
 from .terminal import Console, announce_models, announce_ready
@@ -113,6 +114,7 @@ async def _run(
     announce_ready(console, stack.log_dir, opts, access)
     keys = read_keys(opts.api_keys, opts.api_keys_file)
     api_url = f"http://{local_address(opts.api_host)}:{opts.port}"
+    await start_plugins(stack, opts, api_url, keys[:1])
     tasks = [asyncio.create_task(announce_models(api_url, names, console, keys[:1]))]
     published = access.invites.get(pki.NODE) or token
     if (
@@ -128,6 +130,21 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_plugins(stack: Stack, opts: ServeOptions, api_url: str, key: list[str]) -> None:
+    console = f"http://{local_address(opts.api_host)}:{opts.console_port}"
+    for plugin in opts.plugins:
+        service = plugin_service(
+            plugin,
+            stack.state_dir,
+            f"{api_url}/v1",
+            key[0] if key else "",
+            console if opts.console_port else "",
+            opts.verbose,
+        )
+        await stack.start_extra(service)
+        stack.console.say(f"plugin {plugin.name} started", event="plugin_started", name=plugin.name)
 
 
 async def start_node_services(

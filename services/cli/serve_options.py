@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from meshllm.core.invite import InviteToken
 
+from .config_file import PluginConfig
+
 
 class ServeError(Exception):
     """A problem the user can fix; printed as one line."""
@@ -62,6 +64,7 @@ class ServeOptions:
     auto: bool = False  # join the best mesh announced nearby (or, serving, start one)
     device: str = "auto"  # 'auto' (every GPU, else the CPU), 'cpu', or GPU indexes / UUIDs
     workers: list[WorkerPart] = field(default_factory=list)  # [] = one, on --device
+    plugins: list[PluginConfig] = field(default_factory=list)  # config.toml's, enabled
     cpu_memory_gib: float = 0.0
     max_vram_gb: float = 0.0  # cap on what the node offers (GB = 10^9 bytes); 0 = none
     split: bool = False  # split this node's models even where they fit

@@ -44,6 +44,7 @@ class Service:
     restarts: RestartBackoff = field(default_factory=service_backoff)
     started_at: float = 0.0
     stop_grace_s: float = 30.0
+    essential: bool = True  # one that keeps exiting takes the node down; else it is left
 
     async def start(self) -> ChildProcess:
         self.process = ChildProcess(
@@ -138,6 +139,11 @@ class Stack:
         self.services.append(service)
         await self.wait_ready(await service.start(), service.ready_url)
 
+    async def start_extra(self, service: Service) -> None:
+        """A child that is not one of the mesh's services (a plugin): started, not waited on."""
+        self.services.append(service)
+        await service.start()
+
     async def wait_ready(self, child: ChildProcess, url: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as http:
@@ -171,17 +177,21 @@ async def watch_children(stack: Stack, stop: asyncio.Event) -> int:
     its own task (a store that is slow to come back holds up no other restart); one that
     keeps dying takes the stack down with a clear message."""
     restarting: dict[str, asyncio.Task[None]] = {}
+    left: set[str] = set()  # non-essential children that kept exiting
     try:
         while not stop.is_set():
             for service in stack.services:
                 child = service.process
                 busy = service.name in restarting and not restarting[service.name].done()
-                busy = busy or getattr(service, "busy", False)
+                busy = busy or getattr(service, "busy", False) or service.name in left
                 if child is None or child.running or busy:
                     continue
                 delay = record_crash(service, stack.console)
-                if delay is None:
+                if delay is None and getattr(service, "essential", True):
                     return 1
+                if delay is None:
+                    left.add(service.name)
+                    continue
                 restarting[service.name] = asyncio.create_task(
                     restart(service, delay, stack.console, stop)
                 )
@@ -202,10 +212,12 @@ def record_crash(service: Service | StoreService, console: Console) -> float | N
     now = time.monotonic()
     delay = service.restarts.exited(now, now - service.started_at)
     if delay is None:
+        essential = getattr(service, "essential", True)
         console.say(
-            f"error: {service.name} keeps exiting (code {child.returncode}): "
-            f"{child.last_output()} (log: {child.log_path})",
-            event="error",
+            f"{'error' if essential else 'warning'}: {service.name} keeps exiting (code "
+            f"{child.returncode}): {child.last_output()} (log: {child.log_path})"
+            + ("" if essential else "; left stopped, the node goes on"),
+            event="error" if essential else "given_up",
             service=service.name,
         )
         return None

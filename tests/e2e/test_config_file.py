@@ -46,6 +46,11 @@ def test_bare_serve_with_nothing_configured_shows_help_and_exits(tmp_path: Path)
             "is not a stable id",
         ),
         ("version = 3\n", (), "version must be 1"),
+        (
+            "version = 1\n[[plugin]]\nname = 'p'\ncommand = 'no-such-program'\n",
+            ("--standby",),
+            "plugin p: command 'no-such-program' is not an executable file",
+        ),
         ("", ("--config", "/nonexistent/config.toml"), "--config /nonexistent/config.toml"),
     ],
 )
@@ -87,3 +92,60 @@ def test_configured_models_start_with_their_context_unless_the_command_line_name
         assert any("are not started" in e.get("output", "") for e in node.events)
     finally:
         node.stop()
+
+
+PLUGIN = """#!{python}
+import json, os, pathlib, time, urllib.request
+home = pathlib.Path(os.environ["MESH_LLM_PLUGIN_DIR"])
+models = []
+while not models:  # the node's model comes up after its plugins start
+    with urllib.request.urlopen(os.environ["MESH_LLM_API"] + "/models", timeout=30) as reply:
+        models = [m["id"] for m in json.load(reply)["data"]]
+    time.sleep(0.2)
+seen = {{k: v for k, v in os.environ.items() if k.startswith(("MESH_LLM_", "GREETING"))}}
+(home / "seen.json").write_text(json.dumps({{"env": seen, "models": models, "pid": os.getpid()}}))
+time.sleep(3600)
+"""
+
+
+def test_configured_plugins_run_beside_the_node_and_one_that_keeps_failing_is_left(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    import json
+    import sys
+    import time
+
+    plugin = tmp_path / "lister"
+    plugin.write_text(PLUGIN.format(python=sys.executable))
+    plugin.chmod(0o755)
+    (tmp_path / "config.toml").write_text(
+        f"version = 1\n[[models]]\nmodel = '{tiny_model}'\n"
+        f"[[plugin]]\nname = 'lister'\ncommand = '{plugin}'\nenv = {{ GREETING = 'hello' }}\n"
+        "[[plugin]]\nname = 'broken'\ncommand = 'false'\n"
+        "[[plugin]]\nname = 'off'\ncommand = '/nonexistent'\nenabled = false\n"
+    )
+    node = local_serve(tmp_path / "state", env={"MESH_HOME": str(tmp_path)})
+    seen_file = tmp_path / "state" / "plugins" / "lister" / "seen.json"
+    try:
+        node.wait_event("model_ready", timeout=120)
+        given_up = node.wait_event("given_up", timeout=60)
+        assert given_up["service"] == "plugin broken"
+        deadline = time.monotonic() + 30
+        while not seen_file.exists():
+            assert time.monotonic() < deadline, "the plugin never reported"
+            time.sleep(0.1)
+        seen = json.loads(seen_file.read_text())
+        assert seen["env"]["MESH_LLM_API"] == node.api
+        assert seen["env"]["GREETING"] == "hello" and seen["env"]["MESH_LLM_PLUGIN"] == "lister"
+        assert seen["models"] == [tiny_model.stem]  # it reached the node's API
+        # the node goes on serving without the broken plugin
+        reply = httpx.post(
+            f"{node.api}/completions",
+            json={"model": tiny_model.stem, "prompt": "hi", "max_tokens": 2},
+            timeout=60,
+        )
+        assert reply.status_code == 200
+    finally:
+        node.stop()
+    with pytest.raises(ProcessLookupError):  # stopped with the node
+        os.kill(seen["pid"], 0)

@@ -263,7 +263,8 @@ def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
     cli/config_file.py for the precedence); a one-line problem, or ""."""
     from meshllm.worker.gpus import nvidia_devices, worker_devices
 
-    from ..config_file import ConfigError, load, startup_models
+    from ..config_file import ConfigError, enabled_plugins, load, startup_models
+    from ..plugins import command_problem
     from ..serve_options import node_workers
 
     flags = [*args.model, *args.gguf]
@@ -274,12 +275,19 @@ def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
         )
     path = _config_path(args)
     try:
-        config = None if args.standby else load(path)
-        if args.config and config is None and not args.standby:
+        config = load(path)
+        if args.config and config is None:
             return f"--config {args.config}: no such file"
-        chosen = startup_models(flags, args.context, config, path, nvidia_devices)
+        # a standby serves what the mesh asks for: the file's models are not its own
+        chosen = startup_models(
+            flags, args.context, None if args.standby else config, path, nvidia_devices
+        )
     except ConfigError as exc:
         return str(exc)
+    opts.plugins = enabled_plugins(config)
+    problem = next(filter(None, map(command_problem, opts.plugins)), "")
+    if problem:
+        return problem
     opts.models, opts.contexts, opts.projectors = chosen.models, chosen.contexts, chosen.projectors
     try:
         devices = worker_devices(args.device, nvidia_devices())

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from meshllm.cli.config_file import ConfigError, load, stable_ids, startup_models
+from meshllm.cli.config_file import (
+    ConfigError,
+    enabled_plugins,
+    load,
+    stable_ids,
+    startup_models,
+)
 from meshllm.cli.serve_options import node_workers
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
@@ -40,6 +46,13 @@ def config(tmp_path: Path, text: str) -> Path:
             "but [gpu] assignment is auto",
         ),
         ("version = 1\n[gpu]\nassignment = 'sometimes'\n", "gpu.assignment"),
+        ("version = 1\n[[plugin]]\nname = 'p'\n", "plugin.0.command: Field required"),
+        ("version = 1\n[[plugin]]\nname = '../p'\ncommand = 'x'\n", "plugin.0.name"),
+        (
+            "version = 1\n[[plugin]]\nname = 'p'\ncommand = 'x'\n"
+            "[[plugin]]\nname = 'p'\ncommand = 'y'\n",
+            "plugin 'p' is listed twice",
+        ),
     ],
 )
 def test_a_bad_file_is_one_line_naming_it(tmp_path: Path, text: str, message: str) -> None:
@@ -80,7 +93,18 @@ def test_the_config_is_what_serve_starts_with(tmp_path: Path) -> None:
     assert chosen.models == ["Qwen2.5-3B", "org/repo/vision.gguf"]
     assert chosen.contexts == {"Qwen2.5-3B": 8192} and chosen.pins == {}
     assert chosen.projectors == {"org/repo/vision.gguf": "org/repo/mmproj.gguf"}
-    assert any("plugin" in n for n in chosen.notes)
+    assert chosen.notes == []
+
+
+def test_plugins_are_the_enabled_entries(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        "version = 1\n[[plugin]]\nname = 'on'\ncommand = 'a'\nenv = { K = 'v' }\n"
+        "[[plugin]]\nname = 'off'\ncommand = 'b'\nenabled = false\n",
+    )
+    (plugin,) = enabled_plugins(load(path))
+    assert (plugin.name, plugin.command, plugin.args, plugin.env) == ("on", "a", [], {"K": "v"})
+    assert enabled_plugins(None) == []
 
 
 def test_models_on_the_command_line_ignore_the_configured_ones(tmp_path: Path) -> None:
