@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,7 +40,14 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> flo
 
 class LlamaServer:
     def __init__(
-        self, binary: str, model: Path, *, context: int, parallel: int, threads: int = 0
+        self,
+        binary: str,
+        model: Path,
+        *,
+        context: int,
+        parallel: int,
+        threads: int = 0,
+        mmproj: Path | None = None,
     ) -> None:
         self.port = free_port()
         spec = InstanceSpec(
@@ -46,6 +55,7 @@ class LlamaServer:
             model="tiny",
             model_path=str(model),
             context=context,
+            mmproj_path=str(mmproj) if mmproj is not None else "",
             parallel=parallel,
             threads=threads,
         )
@@ -189,3 +199,25 @@ async def running_registry(
     finally:
         await server.stop(0)
         await lease.stop()
+
+
+def png(width: int, height: int) -> bytes:
+    """An 8-bit RGB gradient as a PNG (no Pillow here): each row is filter byte 0, then pixels."""
+    rows = (
+        b"\x00" + b"".join(bytes((x * 5 % 256, y * 7 % 256, 128)) for x in range(width))
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(b"".join(rows))),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

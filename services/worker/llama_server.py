@@ -27,6 +27,8 @@ OWNED_FLAGS = {
     "-ts": 1,
     "--override-tensor": 1,
     "-ot": 1,
+    "--mmproj": 1,
+    "-mm": 1,
 }
 # On a CPU host the repeating layers it keeps run on its CPU, but llama.cpp would put the
 # output layer on the last RPC device (the full logits would then cross the link every

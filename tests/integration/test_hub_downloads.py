@@ -210,6 +210,21 @@ async def test_a_vision_models_projector_comes_from_its_repo_and_goes_where_the_
     assert Path(located.projector_path).read_bytes() == projector
 
 
+async def test_a_catalog_vision_model_brings_the_catalogs_projector(
+    fake_hub: FakeHub, tiny_model: Path, tmp_path: Path, store: EtcdStore, mesh_id: str
+) -> None:
+    from meshllm.registry import model_catalog
+
+    listed = next(m for m in model_catalog.CATALOG if m.vision)
+    projector = os.urandom(20_000)
+    fake_hub.add(listed.repo, {listed.file: tiny_model.read_bytes(), listed.mmproj: projector})
+    async with registry_on(store, mesh_id, "n1", tmp_path) as n1:
+        entry = await n1.register(name=listed.aliases[0])
+    assert entry.name == listed.name
+    assert (entry.projector.repo, entry.projector.member) == (listed.repo, listed.mmproj)
+    assert Path(entry.projector.path).read_bytes() == projector
+
+
 @pytest.mark.parametrize(
     ("mmproj", "error", "message"),
     [

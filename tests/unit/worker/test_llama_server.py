@@ -38,6 +38,12 @@ def test_argv_listens_on_loopback_with_metrics() -> None:
     assert "--metrics" in argv and pairs
 
 
+def test_argv_gives_a_projector_only_when_there_is_one() -> None:
+    argv = build_argv("b", spec(mmproj_path="/p/mmproj.gguf"), 41000)
+    assert argv[argv.index("--mmproj") + 1] == "/p/mmproj.gguf"
+    assert "--mmproj" not in build_argv("b", spec(), 41000)
+
+
 def test_user_args_come_last_without_owned_flags() -> None:
     extra = [
         "--port",
