@@ -104,10 +104,11 @@ class ServeProcess:
 
     def llama_port(self, model: str) -> int:
         """The loopback port of the model's ready llama-server on this node."""
-        for worker in self.status()["workers"]:
-            for instance in worker.get("instances", []):
-                if instance["model"] == model and instance["state"] == "INSTANCE_STATE_READY":
-                    return int(instance["port"])
+        for node in self.status()["nodes"]:
+            for worker in node["workers"]:
+                for instance in worker["instances"]:
+                    if instance["model"] == model and instance["state"] == "ready":
+                        return int(instance["port"])
         raise AssertionError(f"{model} has no ready instance on {self.name}")
 
     def pids(self, kind: str) -> list[int]:

@@ -100,6 +100,9 @@ async def _run(
             api_keys_file=str(Path(opts.api_keys_file).resolve()) if opts.api_keys_file else "",
             allow_no_api_key=opts.open_api,
             cors_origins=opts.cors_origins,
+            headless=opts.headless,
+            invite_token=_invite(access, pki.NODE),
+            client_invite_token=_invite(access, pki.CLIENT),
         ),
     )
     running = RunningNode(
@@ -130,6 +133,11 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _invite(access: MeshAccess, role: str) -> str:
+    token = access.invites.get(role)
+    return token.encode() if token is not None else ""
 
 
 async def start_plugins(stack: Stack, opts: ServeOptions, api_url: str, key: list[str]) -> None:

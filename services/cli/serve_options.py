@@ -55,6 +55,7 @@ class ServeOptions:
     projectors: dict[str, str] = field(default_factory=dict)  # model → mmproj (config.toml)
     port: int = 9337
     console_port: int = 3131
+    headless: bool = False  # the console's API without its page
     etcd: str = ""
     join: InviteToken | None = None
     client_only: bool = False

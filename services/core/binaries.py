@@ -71,3 +71,13 @@ def llama_tool(name: str) -> str | None:
 
 def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def build_name(binary: str) -> str:
+    """The llama.cpp build a binary belongs to, as `make llama` stamped it ("0.3.36 cuda"); ""
+    for one built elsewhere."""
+    stamp = Path(binary).resolve().parent.parent / "STAMP"
+    try:
+        return " ".join(stamp.read_text().split()[:2])
+    except OSError:
+        return ""

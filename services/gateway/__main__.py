@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn
-from meshllm.core.service import ServiceContext, ServiceParts, service_main
+from meshllm.core.service import VERSION, ServiceContext, ServiceParts, service_main
 from meshllm.core.streaming import relay_session, upstream_session
 
 from .app import GatewayApp, create_api
-from .console import create_console
+from .console.app import ConsoleView, create_console
+from .console.status import Here
 from .demand import DemandRecorder
 from .endpoints import EndpointTable
 from .guard import ApiGuard
@@ -35,12 +36,28 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     )
     components = [Closer(local), Closer(relays), *table.caches, demand]
     policy = settings.api_policy()
+    inference = GatewayApp(proxy, create_api(table))
     if settings.console_port:
-        console, caches = create_console(ctx.store, settings.mesh_id, table)
+        view = ConsoleView(ctx.store, settings.mesh_id, table)
+        here = Here(
+            node=settings.node,
+            version=VERSION,
+            api_url=settings.api_url,
+            console_url=settings.console_url,
+            invite_token=settings.invite_token.get_secret_value(),
+            client_invite_token=settings.client_invite_token.get_secret_value(),
+        )
+        console, feed = create_console(
+            view, here, ctx.store, ctx.lease, credentials, lambda: local, inference,
+            page=not settings.headless,
+        )  # fmt: skip
         guarded = ApiGuard(console, policy)
-        components += [*caches, EmbeddedUvicorn(guarded, settings.bind_host, settings.console_port)]
-    app = ApiGuard(GatewayApp(proxy, create_api(table)), policy)
-    return ServiceParts(components=components, http_app=app)
+        components += [
+            *view.caches,
+            feed,
+            EmbeddedUvicorn(guarded, settings.bind_host, settings.console_port),
+        ]
+    return ServiceParts(components=components, http_app=ApiGuard(inference, policy))
 
 
 def cli() -> None:

@@ -52,6 +52,30 @@ def models_listing(table: EndpointTable) -> dict[str, Any]:
 
 def create_api(table: EndpointTable) -> FastAPI:
     api = FastAPI(title="Mesh LLM", docs_url=None, redoc_url=None)
+    add_error_handlers(api)
+
+    @api.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return models_listing(table)
+
+    @api.get("/v1/models/{model:path}")
+    async def get_model(model: str) -> dict[str, Any]:
+        model = table.resolve(model)
+        for item in models_listing(table)["data"]:
+            if item["id"] == model:
+                return item
+        raise NotFound(
+            f"model '{excerpt(model)}' is not served in this mesh",
+            param="model",
+            error_code="model_not_found",
+        )
+
+    add_probe_routes(api, lambda: None if table.ready else "loading endpoints from etcd")
+    return api
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """Every error in the API's one JSON shape (OpenAI's), with its status."""
 
     @api.exception_handler(MeshError)
     async def mesh_error(request: Request, exc: MeshError) -> JSONResponse:
@@ -75,25 +99,6 @@ def create_api(table: EndpointTable) -> FastAPI:
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(openai_body(InvalidRequest(str(exc))), status_code=400)
-
-    @api.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return models_listing(table)
-
-    @api.get("/v1/models/{model:path}")
-    async def get_model(model: str) -> dict[str, Any]:
-        model = table.resolve(model)
-        for item in models_listing(table)["data"]:
-            if item["id"] == model:
-                return item
-        raise NotFound(
-            f"model '{excerpt(model)}' is not served in this mesh",
-            param="model",
-            error_code="model_not_found",
-        )
-
-    add_probe_routes(api, lambda: None if table.ready else "loading endpoints from etcd")
-    return api
 
 
 class GatewayApp:

@@ -1,10 +1,10 @@
 """Who may use the API: API keys and cross-origin rules, in front of everything the gateway
 serves (`ApiGuard`, an ASGI wrapper).
 
-- **Keys**: when keys are configured, `/v1/...` and `/metrics` need one, as
-  `Authorization: Bearer <key>` (OpenAI's clients) or `x-api-key: <key>` (Anthropic's);
-  otherwise 401 in OpenAI's shape. Probes (`/healthz`, `/readyz`) stay open. Keys are compared
-  as SHA-256 digests in constant time, and never logged.
+- **Keys**: when keys are configured, `/v1/...`, `/metrics` and the console's `/api/...` need
+  one, as `Authorization: Bearer <key>` (OpenAI's clients) or `x-api-key: <key>`
+  (Anthropic's); otherwise 401 in OpenAI's shape. Probes (`/healthz`, `/readyz`) stay open.
+  Keys are compared as SHA-256 digests in constant time, and never logged.
 - **Origins**: a request a browser marks with an `Origin` other than the gateway's own is
   refused (403) unless that origin was allowed (`cors_origins`), preflights included; allowed
   origins get CORS headers. Refusing — rather than only withholding CORS headers — matters
@@ -27,7 +27,7 @@ from meshllm.core.access import is_loopback
 from meshllm.core.errors import Forbidden, InvalidRequest, MeshError, Unauthorized, openai_body
 from meshllm.core.streaming import Receive, Scope, Send, request_headers, send_json
 
-KEYED_PREFIXES = ("/v1/", "/metrics")
+KEYED_PREFIXES = ("/v1/", "/metrics", "/api/")
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 ALLOWED_HEADERS = "authorization, content-type, x-api-key, x-request-id, x-session-id"
 

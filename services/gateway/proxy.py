@@ -290,6 +290,8 @@ class Proxy:
             if isinstance(opened, MeshError):
                 last_error = opened
                 continue
+            if last_error is not None:
+                metrics.FAILOVERS.labels(model).inc()
             metrics.TTFT.labels(model, route).observe(time.perf_counter() - started)
             return await self._stream(
                 model, request, endpoint, opened, client, send, route, reply_headers

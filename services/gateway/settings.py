@@ -42,6 +42,25 @@ class GatewaySettings(BaseServiceSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="web origins allowed to call the API from a browser"
     )
+    headless: bool = Field(False, description="the console's API without its page")
+    invite_token: SecretStr = Field(
+        SecretStr(""), description="the invite for a node, shown on the console's own machine"
+    )
+    client_invite_token: SecretStr = Field(
+        SecretStr(""), description="the invite for an API-only node, shown likewise"
+    )
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self._local_host}:{self.http_port}/v1"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self._local_host}:{self.console_port}" if self.console_port else ""
+
+    @property
+    def _local_host(self) -> str:
+        return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
 
     def check_startup(self) -> None:
         """The gateway's bind_host is the API's address: it needs keys beyond loopback."""
@@ -57,5 +76,4 @@ class GatewaySettings(BaseServiceSettings):
 
     @property
     def probe_url(self) -> str:  # the API answers the probes itself, on bind_host
-        host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
-        return f"http://{host}:{self.http_port}/readyz"
+        return f"http://{self._local_host}:{self.http_port}/readyz"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from meshllm.core import keys
 from meshllm.core.access import check_exposure
-from meshllm.core.binaries import find_binary, find_companion
+from meshllm.core.binaries import build_name, find_binary, find_companion
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn, LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
@@ -97,6 +97,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     relay_url = f"{scheme}://{settings.advertise_host}:{settings.relay_port}"
     agent = WorkerAgent(settings, ctx.store, ctx.lease, device, relay_url, lambda: ctx.grpc_address)
     binaries = {LLAMA_SERVER: binary.path}
+    agent.record.llama_build = build_name(binary.path)
     rpc_server = find_companion("ggml-rpc-server", binary.path)
     if rpc_server is not None:  # without it this worker serves solo, never in a split
         binaries[RPC_SERVER] = rpc_server.path

@@ -86,8 +86,13 @@ def test_the_console_works_from_its_own_origin(
 ) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page()
     page.goto(serve.console)
-    page.wait_for_selector(f"text={tiny_model.stem}", timeout=20000)
     assert "Mesh LLM" in page.title()
+    # the API has keys, so the console's API has too: the page asks for one
+    page.wait_for_selector("#keybar:not([hidden])", timeout=20000)
+    page.fill("#key", KEY)
+    page.click("#usekey")
+    page.wait_for_selector(f"text={tiny_model.stem}", timeout=20000)
+    assert page.text_content("#live") == "live"
     page.close()
 
 

@@ -148,7 +148,7 @@ def test_bad_input_gets_clear_errors_and_the_stack_keeps_serving(
 def test_console_and_metrics(serve: ServeProcess, chat_model: Path) -> None:
     status = serve.status()
     assert [m["id"] for m in status["models"]] == sorted(m["id"] for m in status["models"])
-    assert all(p["placed"] for p in status["placement"])
+    assert all(m["state"] == "serving" and not m["next"] for m in status["models"])
     page = httpx.get(f"{serve.console}/")
     assert page.status_code == 200 and "Mesh LLM" in page.text
     metrics = httpx.get(f"{serve.api.removesuffix('/v1')}/metrics").text

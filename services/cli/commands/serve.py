@@ -138,6 +138,11 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
         "--console-port", type=int, default=3131, help="console port (default 3131; 0 turns it off)"
     )
     parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="serve the console's API (/api/status, /api/events …) without its web page",
+    )
+    parser.add_argument(
         "--api-host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)"
     )
     parser.add_argument(
@@ -212,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     opts = ServeOptions(
         port=args.port,
         console_port=args.console_port,
+        headless=args.headless,
         join=token,
         client_only=not serving,
         node=args.node,

@@ -112,7 +112,7 @@ class Instance(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., assignment_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., port: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., restart_count: _Optional[int] = ..., last_exit_code: _Optional[int] = ..., message: _Optional[str] = ..., rpc_load_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerRecord(_message.Message):
-    __slots__ = ("node", "worker_id", "device", "grpc_address", "relay_url", "draining", "instances", "lease_id", "version", "started_unix", "rpc_version", "tunnel_address", "pins_models")
+    __slots__ = ("node", "worker_id", "device", "grpc_address", "relay_url", "draining", "instances", "lease_id", "version", "started_unix", "rpc_version", "tunnel_address", "pins_models", "llama_build")
     NODE_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class WorkerRecord(_message.Message):
     RPC_VERSION_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PINS_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LLAMA_BUILD_FIELD_NUMBER: _ClassVar[int]
     node: str
     worker_id: str
     device: Device
@@ -139,7 +140,8 @@ class WorkerRecord(_message.Message):
     rpc_version: str
     tunnel_address: str
     pins_models: bool
-    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., grpc_address: _Optional[str] = ..., relay_url: _Optional[str] = ..., draining: _Optional[bool] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., lease_id: _Optional[int] = ..., version: _Optional[str] = ..., started_unix: _Optional[int] = ..., rpc_version: _Optional[str] = ..., tunnel_address: _Optional[str] = ..., pins_models: _Optional[bool] = ...) -> None: ...
+    llama_build: str
+    def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., grpc_address: _Optional[str] = ..., relay_url: _Optional[str] = ..., draining: _Optional[bool] = ..., instances: _Optional[_Iterable[_Union[Instance, _Mapping]]] = ..., lease_id: _Optional[int] = ..., version: _Optional[str] = ..., started_unix: _Optional[int] = ..., rpc_version: _Optional[str] = ..., tunnel_address: _Optional[str] = ..., pins_models: _Optional[bool] = ..., llama_build: _Optional[str] = ...) -> None: ...
 
 class RttReport(_message.Message):
     __slots__ = ("node", "worker_id", "rtt_ms", "updated_unix")
