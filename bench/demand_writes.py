@@ -1,7 +1,7 @@
 """How much store traffic demand recording costs: a real stack (`mesh-llm serve --gguf MODEL`)
 serving a small model, `--streams` concurrent streaming chats through its gateway for
 `--seconds`, and the demand records the gateway wrote meanwhile (its
-mesh_gateway_demand_writes_total counter, read from /metrics before and after).
+meshllm_demand_writes_total counter, read from /metrics before and after).
 
     .venv/bin/python bench/demand_writes.py [--streams 32] [--seconds 30] [--markdown]
 
@@ -25,7 +25,7 @@ from harness import local_serve
 
 from meshllm.cli.make_model import ModelShape, cached_model
 
-COUNTER = re.compile(rb"^mesh_gateway_demand_writes_total ([0-9.e+]+)$", re.M)
+COUNTER = re.compile(rb"^meshllm_demand_writes_total ([0-9.e+]+)$", re.M)
 
 
 async def writes(http: aiohttp.ClientSession, api: str) -> float:

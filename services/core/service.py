@@ -21,6 +21,7 @@ from .errors import MeshError
 from .grpc import ServerSecurity, make_server, set_serving
 from .lifecycle import Component, EmbeddedUvicorn, GrpcServer, run_service
 from .logging import configure_logging
+from .metrics import record_build
 from .pki import Credentials
 from .probes import create_probe_app
 from .proto.mesh.v1 import common_pb2 as pb
@@ -49,6 +50,7 @@ class ServiceParts:
     ready: Callable[[], str | None] = lambda: None
     http_app: object | None = None  # the service's own ASGI app on bind_host (it answers probes)
     announce: bool = True  # write a ServiceRecord under /services/<kind>/
+    llama_build: str = ""  # the llama.cpp build it runs, for meshllm_build_info
 
 
 def instance_name(kind: str, node: str) -> str:
@@ -81,6 +83,7 @@ async def run_grpc_service(
             ctx.revoked = RevokedSerials(settings.mesh_id, lambda: revocations.items)
             components.append(revocations)
         parts = await build(ctx)
+        record_build(kind, VERSION, parts.llama_build)
         grpc_address = ""
         if parts.register is not None:
             security = (

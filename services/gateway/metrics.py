@@ -5,40 +5,56 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.samples import Sample
 
+from meshllm.core.metrics import PREFIX
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5)
 
 REQUESTS = Counter(
-    "mesh_gateway_requests_total", "Inference requests answered", ["model", "route", "status"]
+    f"{PREFIX}requests_total", "Inference requests answered", ["model", "route", "status"]
 )
 ERRORS = Counter(
-    "mesh_gateway_request_errors_total",
-    "Inference requests that failed",
+    f"{PREFIX}request_errors_total",
+    "Inference requests that failed, by the error's code",
     ["model", "route", "reason"],
 )
 LATENCY = Histogram(
-    "mesh_gateway_request_duration_seconds",
+    f"{PREFIX}request_duration_seconds",
     "Request time, end to end",
     ["model", "route"],
     buckets=_LATENCY_BUCKETS,
 )
 TTFT = Histogram(
-    "mesh_gateway_ttft_seconds",
-    "Time to the first upstream byte",
+    f"{PREFIX}time_to_first_token_seconds",
+    "From the request to the first byte of the replica's answer",
     ["model", "route"],
     buckets=_LATENCY_BUCKETS,
 )
-TOKENS = Counter("mesh_gateway_tokens_total", "Tokens generated or read", ["model", "kind"])
-IN_FLIGHT = Gauge("mesh_gateway_in_flight_requests", "Requests being served", ["model"])
+INTER_TOKEN = Histogram(
+    f"{PREFIX}inter_token_seconds",
+    "Time between the tokens of a streamed answer",
+    ["model"],
+    buckets=_TOKEN_BUCKETS,
+)
+TOKENS = Counter(
+    f"{PREFIX}tokens_total", "Tokens read (in) and generated (out)", ["model", "direction"]
+)
+IN_FLIGHT = Gauge(f"{PREFIX}in_flight_requests", "Requests being served", ["model"])
 DEMAND_WRITES = Counter(
-    "mesh_gateway_demand_writes_total", "Demand records this gateway wrote to the store"
+    f"{PREFIX}demand_writes_total", "Demand records this gateway wrote to the store"
 )
 RETRIES = Counter(
-    "mesh_gateway_retries_total", "Upstream attempts that failed before a byte", ["model"]
+    f"{PREFIX}retries_total", "Attempts on a replica that failed before its first byte", ["model"]
 )
 FAILOVERS = Counter(
-    "mesh_gateway_failovers_total",
+    f"{PREFIX}failovers_total",
     "Requests answered by another replica after one failed before its first byte",
     ["model"],
+)
+ROUTING = Counter(
+    f"{PREFIX}routing_decisions_total",
+    "Where requests were sent: a replica on this node, one on another node, or none",
+    ["model", "outcome"],
 )
 
 

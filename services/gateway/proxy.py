@@ -167,16 +167,30 @@ class TokenCounter:
     per token, carrying a non-empty `content` (chat), `text` (completions, messages) or
     `delta` (responses); for a plain JSON answer, its `usage` block."""
 
-    def __init__(self, stream: bool) -> None:
+    def __init__(
+        self, stream: bool, on_gap: Callable[[float], None] = lambda seconds: None
+    ) -> None:
+        """`on_gap` hears the time between tokens of a stream (a chunk of several tokens
+        counts as that many equal gaps)."""
         self.stream = stream
         self.events = 0
+        self._on_gap = on_gap
+        self._last = 0.0
         self._body: list[bytes] = []
         self._size = 0
 
     def __call__(self, chunk: bytes) -> None:
         if self.stream:
+            before = self.events
             for field in (b'"content":"', b'"text":"', b'"delta":"'):
                 self.events += chunk.count(field) - chunk.count(field + b'"')
+            tokens = self.events - before
+            if tokens:
+                now = time.perf_counter()
+                if self._last:
+                    for _ in range(tokens):
+                        self._on_gap((now - self._last) / tokens)
+                self._last = now
         elif self._size < 1 << 20:
             self._body.append(chunk)
             self._size += len(chunk)
@@ -278,6 +292,9 @@ class Proxy:
     ) -> int:
         candidates = self._table.snapshot(model)
         if not candidates:
+            metrics.ROUTING.labels(
+                model if self._table.is_known(model) else "unknown", "none"
+            ).inc()
             raise self._no_replica(model)
         last_error: MeshError | None = None
         # a session key only matters when there is a replica to choose
@@ -292,6 +309,8 @@ class Proxy:
                 continue
             if last_error is not None:
                 metrics.FAILOVERS.labels(model).inc()
+            local = endpoint.node == self._node and not self._settings.force_relay
+            metrics.ROUTING.labels(model, "this_node" if local else "other_node").inc()
             metrics.TTFT.labels(model, route).observe(time.perf_counter() - started)
             return await self._stream(
                 model, request, endpoint, opened, client, send, route, reply_headers
@@ -368,7 +387,7 @@ class Proxy:
         route: str,
         reply_headers: list[tuple[str, str]],
     ) -> int:
-        counter = TokenCounter(request.stream)
+        counter = TokenCounter(request.stream, metrics.INTER_TOKEN.labels(model).observe)
         try:
             complete = await relay_response(
                 opened,
@@ -381,8 +400,8 @@ class Proxy:
         finally:
             self._router.finished(endpoint)
         prompt, completion = counter.usage()
-        metrics.TOKENS.labels(model, "prompt").inc(prompt)
-        metrics.TOKENS.labels(model, "completion").inc(completion)
+        metrics.TOKENS.labels(model, "in").inc(prompt)
+        metrics.TOKENS.labels(model, "out").inc(completion)
         if not complete:
             metrics.ERRORS.labels(model, route, "interrupted").inc()
             return 499

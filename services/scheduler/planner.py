@@ -15,7 +15,7 @@ from meshllm.core.lifecycle import LoopComponent
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, Fence, FenceLost, LeaseKeeper, PrefixCache, StoreFailure
 
-from . import demand, placement
+from . import demand, metrics, placement
 from .leader import LeaderElection
 from .settings import DemandSettings, PlacementSettings
 
@@ -147,18 +147,25 @@ class Planner(LoopComponent):
     async def _replan(self) -> None:
         self._dirty.clear()
         view = self._view
+        started = time.perf_counter()
         result = plan_mesh(view, self._settings, self._demand, time.time())
+        metrics.PLAN_DURATION.observe(time.perf_counter() - started)
+        placed = sum(1 for s in result.status.values() if s.placed)
+        metrics.MODELS.labels("placed").set(placed)
+        metrics.MODELS.labels("pending").set(len(result.status) - placed)
         fence = self._election.fence
         if fence is None:
             return
         for key in result.delete:
             logger.info("removing assignment %s", key)
             await self._store.delete_fenced(fence, key)
+            metrics.PLACEMENT_DECISIONS.labels("remove").inc()
         for worker, a in result.create:
             a.created_unix = int(time.time())
             logger.info("assigning %s to %s/%s: %s", a.model, a.node, a.worker_id, a.reasons[0])
             key = keys.assignment(self._mesh, a.node, a.worker_id, a.id)
             await self._store.put_fenced(fence, key, a, lease=worker.lease_id)
+            metrics.PLACEMENT_DECISIONS.labels("assign").inc()
         await self._write_status(fence, result.status)
 
     async def _write_status(self, fence: Fence, status: dict[str, pb.PlacementStatus]) -> None:

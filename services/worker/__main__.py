@@ -8,6 +8,8 @@ import os
 import socket
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from meshllm.core import keys
 from meshllm.core.access import check_exposure
 from meshllm.core.binaries import build_name, find_binary, find_companion
@@ -23,6 +25,7 @@ from .binaries import rpc_version
 from .gpu_bench import cached_gbps
 from .gpus import cap_budget, select_device
 from .launchers import LLAMA_SERVER, RPC_SERVER
+from .metrics import LlamaScraper, WorkerCollector
 from .relay import RelayApp
 from .rtt import RttProbe, RttReporter
 from .servicer import WorkerServicer
@@ -137,8 +140,19 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         agent.tunnel_route, credentials, mesh_id=settings.mesh_id, revoked=ctx.revoked
     )
     check_exposure("the RPC tunnel", settings.bind_host, credentials)
+    probe = RttProbe(settings.node, lambda address: ping_ms(address, credentials))
+    llama_metrics = LlamaScraper(supervisor, lambda: session)
+    REGISTRY.register(
+        WorkerCollector(
+            agent.record,
+            lambda: sum(a.memory_bytes for a in agent.assignments.items.values()),
+            lambda: probe.rtt_ms,
+            supervisor,
+            llama_metrics,
+        )
+    )
     rtt = RttReporter(
-        RttProbe(settings.node, lambda address: ping_ms(address, credentials)),
+        probe,
         agent.workers,
         ctx.lease,
         keys.rtt(settings.mesh_id, settings.node, agent.worker_id),
@@ -146,6 +160,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         settings.rtt_interval_s,
     )
     return ServiceParts(
+        llama_build=agent.record.llama_build,
         register=lambda s: worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, s),
         components=[
             Closer(session),
@@ -157,6 +172,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             agent.assignments,
             agent,
             Drainer(agent),
+            llama_metrics,
         ],
         ready=ready,
         announce=False,

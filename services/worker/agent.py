@@ -23,6 +23,7 @@ from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 from . import rpc_cache
 from .launchers import RPC_SERVER
 from .llama_server import InstanceSpec, SplitLayout, flash_attn_over_rpc
+from .metrics import MODEL_LOAD
 from .settings import WorkerSettings
 from .shard_copy import LoggedProgress, ShardSource, obtain_shard
 from .supervisor import InstanceState, ManagedInstance, Supervisor
@@ -74,6 +75,7 @@ class WorkerAgent(LoopComponent):
         self._pinned_models = settings.model_list
         self._grpc_address = grpc_address
         self._dirty = asyncio.Event()
+        self._started_at: dict[str, float] = {}  # instance → when it last started
         self._hosts: dict[str, asyncio.Task[None]] = {}  # host assignment → its start-up
         # peer assignment → cache fill and start; shard assignment → shard copy and start
         self._starting: dict[str, asyncio.Task[None]] = {}
@@ -145,6 +147,16 @@ class WorkerAgent(LoopComponent):
                 logger.info("waiting for the registry: %s", exc.message)
                 await asyncio.sleep(1.0)
 
+    def _time_load(self, instance: ManagedInstance) -> None:
+        """meshllm_model_load_seconds: from an instance's (re)start to its being ready."""
+        iid = instance.spec.instance_id
+        if instance.state == InstanceState.STARTING:
+            self._started_at[iid] = time.monotonic()
+        elif instance.state == InstanceState.READY and iid in self._started_at:
+            MODEL_LOAD.labels(instance.spec.model).observe(
+                time.monotonic() - self._started_at.pop(iid)
+            )
+
     def _count_load(self, instance: ManagedInstance) -> None:
         """A host's bytes to its peers from its process start to ready: what its load cost."""
         clients = self.tunnels.get(instance.spec.assignment_id)
@@ -164,6 +176,7 @@ class WorkerAgent(LoopComponent):
 
     async def on_instance_change(self, instance: ManagedInstance) -> None:
         self._count_load(instance)
+        self._time_load(instance)
         spec = instance.spec
         key = keys.endpoint(self.settings.mesh_id, spec.model, spec.instance_id)
         try:

@@ -77,7 +77,7 @@ def chat_requests(serve: ServeProcess) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("mesh_gateway_requests_total{") and "chat/completions" in line
+        if line.startswith("meshllm_requests_total{") and "chat/completions" in line
     )
 
 

@@ -271,7 +271,7 @@ def answered(mesh: ServeProcess, model: str, route: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("mesh_gateway_requests_total{") and all(x in line for x in labels)
+        if line.startswith("meshllm_requests_total{") and all(x in line for x in labels)
     )
 
 

@@ -152,7 +152,7 @@ def test_console_and_metrics(serve: ServeProcess, chat_model: Path) -> None:
     page = httpx.get(f"{serve.console}/")
     assert page.status_code == 200 and "Mesh LLM" in page.text
     metrics = httpx.get(f"{serve.api.removesuffix('/v1')}/metrics").text
-    assert f'mesh_gateway_requests_total{{model="{chat_model.stem}"' in metrics
+    assert f'meshllm_requests_total{{model="{chat_model.stem}"' in metrics
 
 
 def test_the_node_mints_invites_and_lists_members(serve: ServeProcess) -> None:

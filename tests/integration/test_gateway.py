@@ -205,12 +205,9 @@ async def test_streaming_and_metrics(gateway: Gateway) -> None:
     assert events[-1] == "data: [DONE]"
     assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
     text = (await gateway.client.get("/metrics")).text
-    assert (
-        'mesh_gateway_requests_total{model="tiny",route="/v1/chat/completions",status="200"}'
-        in text
-    )
-    assert "mesh_gateway_ttft_seconds_bucket" in text
-    assert 'mesh_gateway_tokens_total{kind="completion",model="tiny"}' in text
+    assert 'meshllm_requests_total{model="tiny",route="/v1/chat/completions",status="200"}' in text
+    assert "meshllm_time_to_first_token_seconds_bucket" in text
+    assert 'meshllm_tokens_total{direction="out",model="tiny"}' in text
 
 
 async def test_client_disconnect_frees_the_slot(gateway: Gateway, llama: LlamaServer) -> None:
