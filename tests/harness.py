@@ -184,6 +184,7 @@ def local_serve(
 
 
 LAB_API_PORT = 9337
+LAB_CONSOLE_PORT = 3131
 LAB_API_KEY = "sk-lab-mesh"  # a node's API listens on its host's address: keys are required
 
 
@@ -207,7 +208,7 @@ def lab_node(
         str(state / name),
         "--json",
         "--console-port",
-        "0",
+        str(LAB_CONSOLE_PORT),
     )
     if env:
         argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
@@ -215,6 +216,7 @@ def lab_node(
         name,
         host.command(argv),
         api=f"http://{host.address}:{LAB_API_PORT}/v1",
+        console=f"http://{host.address}:{LAB_CONSOLE_PORT}",
         state=state / name,
         api_key=LAB_API_KEY,
         host=host,
