@@ -178,7 +178,7 @@ async def test_status_shows_the_demand_behind_a_model(store: EtcdStore, mesh_id:
     assert model["demand"]["mesh_replicas"] == 3 and "serves it already" in model["next"][0]
 
 
-async def test_events_deliver_a_store_change_and_start_whole_again_after_a_reconnect(
+async def test_events_deliver_a_model_and_a_node_and_start_whole_again_after_a_reconnect(
     store: EtcdStore, mesh_id: str
 ) -> None:
     async with console(store, mesh_id) as http:
@@ -193,6 +193,12 @@ async def test_events_deliver_a_store_change_and_start_whole_again_after_a_recon
                 )
                 changed = time.monotonic()
                 while model not in [m["id"] for m in (await next_status(lines))["models"]]:
+                    pass
+                assert time.monotonic() - changed < 1.0
+                joined = f"node-{model}"  # a node joins: its worker's record appears
+                await store.put(keys.worker(mesh_id, joined, "cpu0"), worker(joined))
+                changed = time.monotonic()
+                while joined not in [n["id"] for n in (await next_status(lines))["nodes"]]:
                     pass
                 assert time.monotonic() - changed < 1.0
 
