@@ -110,3 +110,17 @@ def test_the_page_says_when_it_lost_the_node_and_comes_back(
     finally:
         page.close()
         node.stop()
+
+
+def test_headless_serves_the_console_api_without_the_page(tiny_model: Path, tmp_path: Path) -> None:
+    import httpx
+
+    node = local_serve(tmp_path / "a", tiny_model, extra=("--headless",))
+    try:
+        node.wait_event("model_ready")
+        assert httpx.get(f"{node.console}/api/status", timeout=10).json()["models"]
+        page = httpx.get(f"{node.console}/", timeout=10)
+        assert page.status_code == 404 and page.json()["error"]["message"]
+        assert httpx.get(f"{node.console}/static/console.js", timeout=10).status_code == 404
+    finally:
+        node.stop()

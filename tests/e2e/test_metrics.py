@@ -98,3 +98,13 @@ def test_hostile_model_names_add_no_label_values(serve: ServeProcess, tiny_model
     text = httpx.get(f"{serve.api.removesuffix('/v1')}/metrics", timeout=10).text
     models = set(re.findall(r'model="([^"]*)"', text))
     assert models <= {tiny_model.stem, "unknown"}, models
+
+
+def test_the_console_reports_this_nodes_llama_servers(
+    serve: ServeProcess, tiny_model: Path
+) -> None:
+    traffic(serve, tiny_model.stem)
+    (runtime,) = httpx.get(f"{serve.console}/api/runtime/llama", timeout=10).json()
+    assert runtime["model"] == tiny_model.stem and runtime["error"] == ""
+    assert runtime["slots"] and all(s["busy"] in (True, False) for s in runtime["slots"])
+    assert runtime["metrics"]["tokens_predicted_total"] > 0  # the traffic above
