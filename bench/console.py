@@ -26,21 +26,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import local_serve
+from helpers import running_console
 
-from meshllm.cli.etcd import EtcdServer, free_port
+from meshllm.cli.etcd import EtcdServer
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys
-from meshllm.core.lifecycle import EmbeddedUvicorn
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore, LeaseKeeper
-from meshllm.gateway.console.app import ConsoleView, create_console
+from meshllm.core.store import EtcdStore
 from meshllm.gateway.console.status import Here
-from meshllm.gateway.endpoints import EndpointTable
 
 MESH = "bench-console"
 GiB = 2**30
@@ -109,39 +106,18 @@ async def simulated(nodes: int, models: int, changes: int) -> dict[str, float]:
 
 
 async def measure_console(store: EtcdStore, changes: int) -> dict[str, float]:
-    table = EndpointTable(store, MESH)
-    view = ConsoleView(store, MESH, table)
-    lease = LeaseKeeper(store, ttl_s=10)
-    await lease.start()
     here = Here("node-0000", "0.1.0", "http://127.0.0.1:9337/v1", "http://127.0.0.1:3131")
-    async with aiohttp.ClientSession() as local:
-        app, feed = create_console(view, here, store, lease, None, lambda: local, None)
-        port = free_port()
-        server = EmbeddedUvicorn(app, "127.0.0.1", port)
-        parts = [*view.watched, feed, lease]
-        tasks = [asyncio.create_task(p.run()) for p in parts]
-        tasks.append(asyncio.create_task(server.run()))
-        try:
-            await asyncio.gather(*(c.ready.wait() for c in view.watched))
-            for _ in range(200):  # uvicorn says when it listens only through this flag
-                if server.started:
-                    break
-                await asyncio.sleep(0.05)
-            base = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                timings, size = [], 0
-                for _ in range(20):
-                    started = time.perf_counter()
-                    reply = await http.get("/api/status")
-                    timings.append(time.perf_counter() - started)
-                    size = len(reply.content)
-                delays = await event_delays(http, store, changes)
-        finally:
-            await server.stop()
-            for part in parts:
-                await part.stop()
-            await asyncio.gather(*tasks)
-    delays.sort()
+    async with (
+        running_console(store, MESH, here) as console,
+        httpx.AsyncClient(base_url=console.url, timeout=30) as http,
+    ):
+        timings, size = [], 0
+        for _ in range(20):
+            started = time.perf_counter()
+            reply = await http.get("/api/status")
+            timings.append(time.perf_counter() - started)
+            size = len(reply.content)
+        delays = sorted(await event_delays(http, store, changes))
     return {
         "status_p50_ms": statistics.median(timings) * 1000,
         "status_bytes": size,

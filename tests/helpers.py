@@ -221,3 +221,41 @@ def png(width: int, height: int) -> bytes:
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     crc = zlib.crc32(kind + data) & 0xFFFFFFFF
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+@dataclass
+class RunningConsole:
+    url: str  # http://127.0.0.1:PORT, a real uvicorn (event streams are not buffered)
+    app: object  # the ASGI app itself, for an in-process transport
+    store: EtcdStore
+
+
+@asynccontextmanager
+async def running_console(
+    store: EtcdStore, mesh: str, here: object
+) -> AsyncIterator[RunningConsole]:
+    """The gateway's console (its API and page) for `mesh`, as `here` (a console.status.Here),
+    with its watch-fed view, event feed and lease, stopped after."""
+    from meshllm.core.lifecycle import EmbeddedUvicorn
+    from meshllm.gateway.console.app import ConsoleView, create_console
+    from meshllm.gateway.endpoints import EndpointTable
+
+    view = ConsoleView(store, mesh, EndpointTable(store, mesh))
+    lease = LeaseKeeper(store, ttl_s=5)
+    await lease.start()
+    async with aiohttp.ClientSession() as local:
+        app, feed = create_console(view, here, store, lease, None, lambda: local, None)  # type: ignore[arg-type]
+        port = free_port()
+        server = EmbeddedUvicorn(app, "127.0.0.1", port)
+        parts = [lease, feed, *view.watched]  # the lease revoked before the watches stop
+        tasks = [asyncio.create_task(p.run()) for p in parts]
+        tasks.append(asyncio.create_task(server.run()))
+        try:
+            await asyncio.gather(*(c.ready.wait() for c in view.watched))
+            await eventually(lambda: server.started)
+            yield RunningConsole(f"http://127.0.0.1:{port}", app, store)
+        finally:
+            await server.stop()
+            for part in parts:
+                await part.stop()
+            await asyncio.gather(*tasks)

@@ -244,18 +244,19 @@ class EtcdStore:
         delay = 0.1
         while True:
             try:
-                watch = await self._client.watch_prefix(
-                    prefix.encode(), start_revision=next_revision
-                )
-                async for event in watch:
-                    delay = 0.1
-                    next_revision = int(event.kv.mod_revision) + 1
-                    deleted = event.kind == aetcd.rtypes.EventKind.DELETE
-                    yield WatchEvent(
-                        event.kv.key.decode(),
-                        None if deleted else event.kv.value,
-                        next_revision - 1,
-                    )
+                watch = await self._create_watch(prefix, next_revision)
+                try:
+                    async for event in watch:
+                        delay = 0.1
+                        next_revision = int(event.kv.mod_revision) + 1
+                        deleted = event.kind == aetcd.rtypes.EventKind.DELETE
+                        yield WatchEvent(
+                            event.kv.key.decode(),
+                            None if deleted else event.kv.value,
+                            next_revision - 1,
+                        )
+                finally:
+                    _in_background(watch.cancel())  # the server's watcher goes too
             except aetcd.exceptions.RevisionCompactedError as exc:
                 raise StoreCompacted(str(exc)) from exc
             except StoreFailure as exc:
@@ -264,6 +265,36 @@ class EtcdStore:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def _create_watch(self, prefix: str, revision: int) -> aetcd.rtypes.Watch:
+        """aetcd creates watches one at a time under a lock and a condition; cancelled inside
+        that, a caller can deadlock the next (a task stuck "cancelling" forever). So the
+        creation runs to its end on its own, and a watch created for a cancelled caller is
+        cancelled in turn."""
+        creating = asyncio.ensure_future(
+            self._client.watch_prefix(prefix.encode(), start_revision=revision)
+        )
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(_cancel_created)
+            raise
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+def _in_background(work: Awaitable[Any]) -> None:
+    """Runs `work` to its end whatever happens to the caller (kept referenced till then)."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "not retrieved"
+
+
+def _cancel_created(creating: asyncio.Future[aetcd.rtypes.Watch]) -> None:
+    if not creating.cancelled() and creating.exception() is None:
+        _in_background(creating.result().cancel())
 
 
 async def _wait_until_reachable(client: aetcd.Client, endpoints: list[str], wait_s: float) -> None:

@@ -12,20 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
-from helpers import eventually, running_registry
+from helpers import running_console, running_registry
 
-from meshllm.cli.etcd import free_port
 from meshllm.core import keys
-from meshllm.core.lifecycle import EmbeddedUvicorn
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore, LeaseKeeper
-from meshllm.gateway.console.app import ConsoleView, create_console
+from meshllm.core.store import EtcdStore
 from meshllm.gateway.console.schema import Status
 from meshllm.gateway.console.status import Here
-from meshllm.gateway.endpoints import EndpointTable
 from meshllm.registry.settings import RegistrySettings
 
 HERE = Here("n1", "0.1.0", "http://127.0.0.1:9337/v1", "http://127.0.0.1:3131", "mesh1.tok")
@@ -35,33 +30,16 @@ HERE = Here("n1", "0.1.0", "http://127.0.0.1:9337/v1", "http://127.0.0.1:3131", 
 async def console(
     store: EtcdStore, mesh_id: str, client: str = "127.0.0.1"
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The console on a real uvicorn (event streams are not buffered); `client`: the address
-    requests seem to come from (another than loopback through an in-process transport)."""
-    table = EndpointTable(store, mesh_id)
-    view = ConsoleView(store, mesh_id, table)
-    lease = LeaseKeeper(store, ttl_s=5)
-    await lease.start()
-    async with aiohttp.ClientSession() as local:
-        app, feed = create_console(view, HERE, store, lease, None, lambda: local, None)
-        port = free_port()
-        server = EmbeddedUvicorn(app, "127.0.0.1", port)
-        parts = [*view.watched, feed, lease]
-        tasks = [asyncio.create_task(c.run()) for c in parts]
-        tasks.append(asyncio.create_task(server.run()))
+    """A client of the console; `client`: the address requests seem to come from (another
+    than loopback goes through an in-process transport)."""
+    async with running_console(store, mesh_id, HERE) as running:
         if client == "127.0.0.1":
-            http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+            http = httpx.AsyncClient(base_url=running.url, timeout=10)
         else:
-            transport = httpx.ASGITransport(app=app, client=(client, 5000))  # type: ignore[arg-type]
+            transport = httpx.ASGITransport(app=running.app, client=(client, 5000))  # type: ignore[arg-type]
             http = httpx.AsyncClient(transport=transport, base_url="http://console")
-        try:
-            await eventually(lambda: server.started)
-            async with http:
-                yield http
-        finally:
-            await server.stop()
-            for part in parts:
-                await part.stop()
-            await asyncio.gather(*tasks)
+        async with http:
+            yield http
 
 
 async def status_showing(http: httpx.AsyncClient, text: str) -> dict:

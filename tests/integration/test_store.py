@@ -151,6 +151,25 @@ async def test_prefix_cache_follows_puts_and_deletes(store: EtcdStore, mesh_id: 
     assert task.done() and not task.cancelled()
 
 
+async def test_many_caches_stopped_while_their_watches_are_made_all_stop(
+    store: EtcdStore, mesh_id: str
+) -> None:
+    """Caches stopped right after they loaded, while their watches are still being created
+    one by one on the shared client, each stop at once (aetcd could leave one "cancelling"
+    forever, holding up a service's shutdown)."""
+    for round_ in range(3):
+        caches = [
+            PrefixCache(store, keys.workers(mesh_id, f"n{round_}-{i}"), pb.WorkerRecord)
+            for i in range(12)
+        ]
+        tasks = [asyncio.create_task(c.run()) for c in caches]
+        await asyncio.gather(*(c.ready.wait() for c in caches))
+        for cache in caches:
+            await cache.stop()
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        assert not pending, f"round {round_}: {len(pending)} caches did not stop"
+
+
 async def test_watch_resumes_across_an_etcd_restart(tmp_path: Path, mesh_id: str) -> None:
     """Kill etcd under a running watch, write while the cache is cut off, restart etcd:
     the cache catches up without losing an event."""
