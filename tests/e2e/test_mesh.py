@@ -21,7 +21,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from harness import LAB_API_PORT, ServeProcess, lab_mesh, lab_node, mesh_llm, wait_for
+from harness import (
+    LAB_API_PORT,
+    LAB_CONSOLE_PORT,
+    ServeProcess,
+    lab_mesh,
+    lab_node,
+    mesh_llm,
+    wait_for,
+)
 from netns import Host, Lab
 
 from meshllm.core import keys, pki
@@ -166,9 +174,10 @@ def listening_ports(host: Host) -> set[int]:
 
 
 def test_a_stranger_reaches_only_the_api(mesh: Mesh) -> None:
-    """From a namespace with no credentials, every port of the founding node: the API
-    answers; the authority's door answers TLS (its CA is public, the rest needs an invite or
-    a node's certificate); everything else refuses or is on loopback."""
+    """From a namespace with no credentials, every port of the founding node: the API and
+    the console answer (their data only with a key); the authority's door answers TLS (its
+    CA is public, the rest needs an invite or a node's certificate); everything else refuses
+    or is on loopback."""
     first, stranger = mesh.nodes["n1"].host, mesh.lab.hosts[4]
     ports = sorted(listening_ports(first))
     authority = int(decode_token(mesh.token).authority.rsplit(":", 1)[1])
@@ -184,6 +193,9 @@ def test_a_stranger_reaches_only_the_api(mesh: Mesh) -> None:
     assert done.returncode == 0, done.stderr
     seen = {int(port): answer for port, answer in json.loads(done.stdout).items()}
     assert seen.pop(LAB_API_PORT) == "http"
+    assert seen.pop(LAB_CONSOLE_PORT) == "http"  # its page; its /api/ wants the API's key
+    status = httpx.get(f"{mesh.nodes['n1'].console}/api/status", timeout=10)
+    assert status.status_code == 401
     assert seen.pop(authority) == "tls-open"
     assert seen and all(answer in ("closed", "tls-refused") for answer in seen.values()), seen
     assert "tls-refused" in seen.values()  # etcd, gRPC and the relay are there, behind TLS
