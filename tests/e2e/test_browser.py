@@ -12,12 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import ServeProcess, local_serve
-from helpers import cannot_run_here
 
 from meshllm.cli.etcd import free_port
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = Path("/usr/bin/chromium")
 KEY = "sk-browser-test"
 
 
@@ -44,18 +42,6 @@ def pages() -> Iterator[Pages]:
     served = Pages()
     yield served
     served.close()
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        cannot_run_here("no Chromium at /usr/bin/chromium (make deps installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

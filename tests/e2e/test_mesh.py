@@ -91,40 +91,30 @@ def test_every_gateway_sees_every_model_with_where_it_runs(
         wait_for(lambda node=node: node.served() == expected)
 
 
-def test_the_console_shows_every_node_with_its_round_trip(mesh: Mesh) -> None:
+def test_the_console_shows_every_node_with_its_round_trip(browser, mesh: Mesh) -> None:  # type: ignore[no-untyped-def]
     """A real browser on n1's console (on its host's address: the page asks for the key):
     every node of the mesh, the client included, with the round trip from n1 on its edge."""
-    from playwright.sync_api import sync_playwright
-
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no Chromium at /usr/bin/chromium (make deps installs it)")
     n1 = mesh.nodes["n1"]
-    wait_for(
-        lambda: len(httpx.get(n1.console + "/api/status", headers=n1.headers).json()["nodes"]) == 4
+
+    def nodes() -> list[dict]:
+        return httpx.get(n1.console + "/api/status", headers=n1.headers).json()["nodes"]
+
+    wait_for(lambda: len(nodes()) == 4)
+    wait_for(lambda: all(n["rtt_ms"] is not None for n in nodes() if n["id"] in ("n2", "n3")))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(n1.console)
+    page.wait_for_selector("#keybar:not([hidden])", timeout=20000)
+    page.fill("#key", n1.api_key)
+    page.click("#usekey")
+    page.wait_for_function(
+        "document.querySelectorAll('#topology g[data-node]').length === 4", timeout=30000
     )
-    wait_for(lambda: all(
-        n["rtt_ms"] is not None
-        for n in httpx.get(n1.console + "/api/status", headers=n1.headers).json()["nodes"]
-        if n["id"] in ("n2", "n3")
-    ))  # fmt: skip
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox"]
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(n1.console)
-        page.wait_for_selector("#keybar:not([hidden])", timeout=20000)
-        page.fill("#key", n1.api_key)
-        page.click("#usekey")
-        page.wait_for_function(
-            "document.querySelectorAll('#topology g[data-node]').length === 4", timeout=30000
-        )
-        assert page.locator("#topology .rtt:has-text(' ms')").count() >= 2  # n1 → n2, n3
-        assert "client" in page.inner_text("#nodes")
-        if os.environ.get("MESH_CONSOLE_SCREENSHOTS"):
-            shots = Path(__file__).resolve().parents[2] / "docs" / "console"
-            page.screenshot(path=str(shots / "mesh.png"), full_page=True)
-        browser.close()
+    assert page.locator("#topology .rtt:has-text(' ms')").count() >= 2  # n1 → n2, n3
+    assert "client" in page.inner_text("#nodes")
+    if os.environ.get("MESH_CONSOLE_SCREENSHOTS"):
+        shots = Path(__file__).resolve().parents[2] / "docs" / "console"
+        page.screenshot(path=str(shots / "mesh.png"), full_page=True)
+    page.close()
 
 
 def test_the_client_node_routes_to_serving_nodes(
