@@ -91,7 +91,7 @@ def test_every_gateway_sees_every_model_with_where_it_runs(
         wait_for(lambda node=node: node.served() == expected)
 
 
-def test_the_console_shows_every_node_with_its_round_trip(browser, mesh: Mesh) -> None:  # type: ignore[no-untyped-def]
+def test_the_console_shows_every_node_with_its_round_trip(own_browser, mesh: Mesh) -> None:  # type: ignore[no-untyped-def]
     """A real browser on n1's console (on its host's address: the page asks for the key):
     every node of the mesh, the client included, with the round trip from n1 on its edge."""
     n1 = mesh.nodes["n1"]
@@ -101,7 +101,7 @@ def test_the_console_shows_every_node_with_its_round_trip(browser, mesh: Mesh) -
 
     wait_for(lambda: len(nodes()) == 4)
     wait_for(lambda: all(n["rtt_ms"] is not None for n in nodes() if n["id"] in ("n2", "n3")))
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = own_browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(n1.console)
     page.wait_for_selector("#keybar:not([hidden])", timeout=20000)
     page.fill("#key", n1.api_key)
