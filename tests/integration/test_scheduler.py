@@ -62,13 +62,14 @@ async def schedulers(
         await s.client.close()
 
 
-async def leaders(pair: list[Scheduler]) -> list[bool]:
-    answers = []
+async def leaders(pair: list[Scheduler]) -> list[bool | None]:
+    """Each scheduler's answer; None from one not answering (yet)."""
+    answers: list[bool | None] = []
     for s in pair:
         try:
             answers.append(await s.is_leader())
         except Unavailable:
-            answers.append(False)
+            answers.append(None)
     return answers
 
 
@@ -89,7 +90,8 @@ async def test_one_leader_acts_and_the_other_takes_over(
     schedulers: list[Scheduler], store: EtcdStore, mesh_id: str
 ) -> None:
     async def exactly_one() -> bool:
-        return sorted(await leaders(schedulers)) == [False, True]
+        answers = await leaders(schedulers)  # both answering, one of them leading
+        return None not in answers and sorted(answers) == [False, True]  # type: ignore[type-var]
 
     await wait_until(exactly_one)
     lease = await store.grant_lease(30)
@@ -126,7 +128,7 @@ async def test_one_leader_acts_and_the_other_takes_over(
     await leader.process.wait()
 
     async def standby_leads() -> bool:
-        return await standby.is_leader()
+        return (await leaders([standby])) == [True]
 
     await wait_until(standby_leads, timeout=10)
     await store.put(keys.demand_entry(mesh_id, "b", "n1"), pb.Demand(model="b"), lease=lease)
@@ -334,7 +336,7 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
     await scheduler.process.start()
 
     async def leads() -> bool:
-        return (await leaders([scheduler]))[0]
+        return (await leaders([scheduler]))[0] is True
 
     try:
         await wait_until(leads)
