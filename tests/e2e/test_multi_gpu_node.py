@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import ServeProcess, local_serve, mesh_llm
-from helpers import descendants
+from helpers import cannot_run_here, descendants
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ GPU = "GPU-fa4e0000-0000-4000-8000-00000000000{}".format
 def two_gpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment under which NVML reports two GPUs."""
     if shutil.which("gcc") is None:
-        pytest.skip("gcc builds the NVML stand-in")
+        cannot_run_here("gcc builds the NVML stand-in (make deps installs it)")
     lib = tmp_path_factory.mktemp("nvml") / "libnvidia-ml.so.1"
     subprocess.run(
         ["gcc", "-shared", "-fPIC", "-O1", "-o", str(lib), str(NATIVE / "fake_nvml.c")],
