@@ -193,7 +193,7 @@ def pinned_devices(
 def stable_ids(device: pb.Device) -> list[str]:
     """The ids a config may pin a device by: its UUID and its PCI address (NVML's 8-digit
     domain written as the usual 4, as lspci does)."""
-    from meshllm.worker.gpus import pci_id
+    from meshllm.core.devices import pci_id
 
     ids = []
     if device.uuid:

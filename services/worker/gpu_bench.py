@@ -33,9 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from meshllm.core.devices import stable_id
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
-from .gpus import LocalDevice, backend, stable_id
+from .gpus import LocalDevice, backend
 
 logger = logging.getLogger(__name__)
 

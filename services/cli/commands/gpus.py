@@ -105,8 +105,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def describe(local: LocalDevice, figure: Fingerprint | None) -> dict[str, Any]:
     """One device as `gpus --json` prints it."""
+    from meshllm.core.devices import stable_id
     from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-    from meshllm.worker.gpus import backend, stable_id
+    from meshllm.worker.gpus import backend
 
     device = local.device
     ident, pinnable = stable_id(device)
@@ -174,9 +175,10 @@ def _local_time(iso: str) -> str:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    from meshllm.core.devices import stable_id
     from meshllm.core.proto.mesh.v1 import common_pb2 as pb
     from meshllm.worker import gpu_bench
-    from meshllm.worker.gpus import local_devices, stable_id
+    from meshllm.worker.gpus import local_devices
 
     if not 1 <= args.repetitions <= 10_000:
         return fail(f"--repetitions {args.repetitions}: give 1 to 10000 copies")

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from meshllm.core.devices import stable_id
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 
 from . import schema
@@ -153,8 +154,8 @@ def build_worker(record: pb.WorkerRecord, reserved: int) -> schema.Worker:
             id=d.id,
             name=d.name,
             backend=BACKENDS.get(d.kind, "unknown"),
-            stable_id=stable_id(d),
-            pinnable=bool(d.uuid or d.pci_bus_id),
+            stable_id=stable_id(d)[0],
+            pinnable=stable_id(d)[1],
             memory_total_bytes=d.memory_total_bytes,
             memory_budget_bytes=d.memory_budget_bytes,
             memory_reserved_bytes=reserved,
@@ -176,17 +177,6 @@ def build_worker(record: pb.WorkerRecord, reserved: int) -> schema.Worker:
             for i in record.instances
         ],
     )
-
-
-def stable_id(device: pb.Device) -> str:
-    """As `mesh-llm gpus` prints it (worker/gpus.py's rule, restated: no service imports
-    another)."""
-    if device.uuid:
-        return f"uuid:{device.uuid}"
-    if device.pci_bus_id:
-        domain, _, rest = device.pci_bus_id.partition(":")
-        return f"pci:{int(domain, 16):04x}:{rest}".lower() if rest else f"pci:{domain}".lower()
-    return "cpu:0" if device.kind == pb.DEVICE_KIND_CPU else f"index:{device.index}"
 
 
 def build_models(

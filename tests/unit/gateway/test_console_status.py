@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.gateway.console import schema
-from meshllm.gateway.console.status import Here, MeshSnapshot, build_status, node_role, stable_id
+from meshllm.gateway.console.status import Here, MeshSnapshot, build_status, node_role
 
 API_DOC = Path(__file__).resolve().parents[3] / "docs" / "API.md"
 HERE = Here("a", "0.1.0", "http://127.0.0.1:9337/v1", "http://127.0.0.1:3131")
@@ -73,8 +73,12 @@ def test_a_nodes_role(workers: list[pb.WorkerRecord], role: str) -> None:
         (pb.Device(kind=pb.DEVICE_KIND_ROCM, index=2), "index:2"),
     ],
 )
-def test_stable_ids_are_those_mesh_llm_gpus_prints(device: pb.Device, expected: str) -> None:
-    assert stable_id(device) == expected
+def test_the_status_shows_the_stable_ids_mesh_llm_gpus_prints(
+    device: pb.Device, expected: str
+) -> None:
+    worker = pb.WorkerRecord(node="a", worker_id="w", device=device)
+    shown = status_of(workers=[worker]).nodes[0].workers[0].device
+    assert (shown.stable_id, shown.pinnable) == (expected, expected.startswith(("uuid", "pci")))
 
 
 def status_of(**records: Any) -> schema.Status:

@@ -13,6 +13,7 @@ import pynvml
 import pytest
 
 from meshllm.cli.config_file import stable_ids
+from meshllm.core.devices import stable_id
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.worker import gpus
 
@@ -164,7 +165,7 @@ def test_recorded_h200_is_a_discrete_gpu_with_its_driver(tmp_path: Path) -> None
     assert not h200.unified_memory and h200.driver_version == "580.159.04"
     assert h200.device.memory_total_bytes == 150754820096
     assert h200.device.memory_free_bytes == h200.device.memory_budget_bytes == 150109880320
-    assert gpus.stable_id(h200.device) == ("uuid:GPU-5e8153a0-041a-19a0-67b4-ba8d9247bcf0", True)
+    assert stable_id(h200.device) == ("uuid:GPU-5e8153a0-041a-19a0-67b4-ba8d9247bcf0", True)
 
 
 SYSTEM_TOTAL = 131961976 * 1024  # the recording's MemTotal
@@ -238,21 +239,21 @@ def test_the_h100_recording_has_no_driver_version_and_is_discrete(
     ],
 )
 def test_stable_id(device: pb.Device, expected: tuple[str, bool]) -> None:
-    assert gpus.stable_id(device) == expected
+    assert stable_id(device) == expected
 
 
 def test_every_pinnable_id_is_one_a_pinned_config_accepts(h100x2: RecordedNvml) -> None:
     for device in gpus.nvidia_devices(h100x2):
         no_uuid = pb.Device(pci_bus_id=device.pci_bus_id)
         for d in (device, no_uuid):
-            ident, pinnable = gpus.stable_id(d)
+            ident, pinnable = stable_id(d)
             assert pinnable and ident in stable_ids(d)
 
 
 def test_without_a_driver_the_machine_is_one_unified_cpu() -> None:
     [cpu] = gpus.local_devices(0.5, NoDriver())
     assert cpu.unified_memory and gpus.backend(cpu.device) == "cpu"
-    assert gpus.stable_id(cpu.device) == ("cpu:0", False)
+    assert stable_id(cpu.device) == ("cpu:0", False)
 
 
 def test_a_gpu_worker_names_its_device_by_uuid_to_cuda() -> None:
