@@ -1,4 +1,5 @@
-"""Generate small llama-architecture GGUF models with random weights for tests and demos."""
+"""Generate small GGUF models with random weights for tests and demos: dense llama models, and
+mixtures of experts in the llama (Mixtral), qwen2moe (shared expert) and qwen3moe layouts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from typing import Any
 import gguf
 import numpy as np
 from gguf.gguf_reader import ReaderField
+
+# The mixtures' layouts: llama is Mixtral's; qwen2moe adds a gated shared expert per layer;
+# qwen3moe adds per-head query and key norms.
+from meshllm.registry.shards import MOE_ARCHITECTURES
 
 # Part of the cache key: bump it when the generated layout changes so stale caches are not reused.
 _FORMAT_VERSION = 1
@@ -47,11 +52,16 @@ class ModelShape:
     dtype: str = "f32"
     seed: int = 0
     name: str = "tiny-llama"
-    experts: int = 0  # > 0: a mixture of experts (llama architecture, Mixtral-style)
+    experts: int = 0  # > 0: a mixture of experts
     experts_used: int = 0  # experts the router picks per token
     # "random" weights, or "pairs": experts 0 .. 2*experts_used-1 always win (each pair's
     # router rows are v and -v, one of which scores >= 0 while every other expert scores 0)
     router: str = "random"
+    architecture: str = "llama"  # one of MOE_ARCHITECTURES for a mixture; llama when dense
+    # Multiplies the "pairs" router's logits: sharper picks leave the experts that never win
+    # a smaller share of the softmax (what a shard without them loses where the picked
+    # weights are not renormalised, as in qwen2moe).
+    router_scale: float = 1.0
 
     def __post_init__(self) -> None:
         sizes = ("layers", "embedding", "feed_forward", "heads", "kv_heads", "context")
@@ -72,6 +82,11 @@ class ModelShape:
             raise ValueError("ModelShape.router must be 'random' or 'pairs'")
         if self.router == "pairs" and 2 * self.experts_used > self.experts:
             raise ValueError("ModelShape.router 'pairs' needs experts >= 2 * experts_used")
+        allowed = MOE_ARCHITECTURES if self.experts else ("llama",)
+        if self.architecture not in allowed:
+            raise ValueError(f"ModelShape.architecture must be one of {list(allowed)}")
+        if not self.router_scale > 0:
+            raise ValueError("ModelShape.router_scale must be positive")
 
     @property
     def head_dim(self) -> int:
@@ -82,6 +97,10 @@ class ModelShape:
         fields = dataclasses.asdict(self)
         if not self.experts:  # dense shapes keep the keys they had before experts existed
             for name in ("experts", "experts_used", "router"):
+                fields.pop(name)
+        # Fields added later join the key only when set, so earlier shapes keep their files.
+        for name, default in (("architecture", "llama"), ("router_scale", 1.0)):
+            if fields[name] == default:
                 fields.pop(name)
         payload = {"format": _FORMAT_VERSION, **fields}
         text = json.dumps(payload, sort_keys=True)
@@ -117,7 +136,7 @@ def _default_vocab_dirs() -> list[Path]:
 def write_model(
     path: Path, shape: ModelShape, vocab_file: Path, progress: Progress | None = None
 ) -> Path:
-    """Write a random-weight llama model to `path` atomically and return `path`."""
+    """Write a random-weight model to `path` atomically and return `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -158,7 +177,7 @@ def _vocab_fields(vocab_file: Path) -> dict[str, ReaderField]:
 def _write_gguf(tmp: Path, shape: ModelShape, vocab_file: Path, progress: Progress | None) -> None:
     vocab_fields = _vocab_fields(vocab_file)
     n_vocab = _token_count(vocab_fields, vocab_file)
-    writer = gguf.GGUFWriter(tmp, "llama")
+    writer = gguf.GGUFWriter(tmp, shape.architecture)
     try:
         _add_model_keys(writer, shape, n_vocab)
         _copy_tokenizer_keys(writer, vocab_fields)
@@ -194,6 +213,10 @@ def _add_model_keys(writer: gguf.GGUFWriter, shape: ModelShape, n_vocab: int) ->
     if shape.experts:
         writer.add_expert_count(shape.experts)
         writer.add_expert_used_count(shape.experts_used)
+    if shape.architecture != "llama":
+        writer.add_expert_feed_forward_length(shape.feed_forward)
+    if shape.architecture == "qwen2moe":
+        writer.add_expert_shared_feed_forward_length(shape.feed_forward)
 
 
 def _copy_tokenizer_keys(writer: gguf.GGUFWriter, fields: dict[str, ReaderField]) -> None:
@@ -227,7 +250,7 @@ class _TensorSpec:
 
     @property
     def is_norm(self) -> bool:
-        return len(self.shape) == 1
+        return "norm" in self.name
 
 
 def _tensor_specs(shape: ModelShape, n_vocab: int) -> list[_TensorSpec]:
@@ -242,8 +265,10 @@ def _tensor_specs(shape: ModelShape, n_vocab: int) -> list[_TensorSpec]:
             _TensorSpec(f"blk.{i}.attn_k.weight", (kv_dim, embd)),
             _TensorSpec(f"blk.{i}.attn_v.weight", (kv_dim, embd)),
             _TensorSpec(f"blk.{i}.attn_output.weight", (embd, q_dim)),
+            *_head_norm_specs(i, shape),
             _TensorSpec(f"blk.{i}.ffn_norm.weight", (embd,)),
             *_ffn_specs(i, shape),
+            *_shared_expert_specs(i, shape),
         ]
     specs += [
         _TensorSpec("output_norm.weight", (embd,)),
@@ -268,9 +293,30 @@ def _ffn_specs(i: int, shape: ModelShape) -> list[_TensorSpec]:
     ]
 
 
+def _head_norm_specs(i: int, shape: ModelShape) -> list[_TensorSpec]:
+    if shape.architecture != "qwen3moe":
+        return []
+    return [
+        _TensorSpec(f"blk.{i}.attn_q_norm.weight", (shape.head_dim,)),
+        _TensorSpec(f"blk.{i}.attn_k_norm.weight", (shape.head_dim,)),
+    ]
+
+
+def _shared_expert_specs(i: int, shape: ModelShape) -> list[_TensorSpec]:
+    if shape.architecture != "qwen2moe":
+        return []
+    embd, ff = shape.embedding, shape.feed_forward
+    return [
+        _TensorSpec(f"blk.{i}.ffn_gate_inp_shexp.weight", (embd,)),
+        _TensorSpec(f"blk.{i}.ffn_gate_shexp.weight", (ff, embd)),
+        _TensorSpec(f"blk.{i}.ffn_up_shexp.weight", (ff, embd)),
+        _TensorSpec(f"blk.{i}.ffn_down_shexp.weight", (embd, ff)),
+    ]
+
+
 def _tensor_dtype(spec: _TensorSpec, shape: ModelShape) -> np.dtype[Any]:
-    # Norm weights and the router stay F32 in every llama.cpp file type.
-    small = spec.is_norm or spec.name.endswith("ffn_gate_inp.weight")
+    # Norm weights, vectors and the router stay F32 in every llama.cpp file type.
+    small = len(spec.shape) == 1 or spec.name.endswith("ffn_gate_inp.weight")
     return np.dtype(np.float32 if small else _DTYPES[shape.dtype][0])
 
 
@@ -302,7 +348,9 @@ def _tensor_data(specs: list[_TensorSpec], shape: ModelShape) -> Iterator[np.nda
             yield np.ones(spec.shape, dtype=np.float32)
             continue
         if shape.router == "pairs" and spec.name.endswith("ffn_gate_inp.weight"):
-            yield _paired_router(rng, spec.shape, shape.experts_used)
+            yield _paired_router(rng, spec.shape, shape.experts_used) * np.float32(
+                shape.router_scale
+            )
             continue
         weights = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(_WEIGHT_SCALE)
         yield weights.astype(_tensor_dtype(spec, shape), copy=False)

@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from meshllm.registry.shards import MOE_ARCHITECTURES
+
 from .. import shard
 from .common import Subcommands, fail, help_of
 
@@ -16,9 +18,11 @@ def add_parser(commands: Subcommands) -> None:
     dev_commands = dev.add_subparsers(dest="dev_command", metavar="TOOL")
     make = dev_commands.add_parser(
         "make-model",
-        help="write a small llama-architecture GGUF with random weights",
-        description="Write (or reuse from the cache) a small random-weight llama GGUF. "
-        "It loads and generates like a real model, but its text is gibberish.",
+        help="write a small GGUF with random weights (dense, or a mixture of experts)",
+        description="Write (or reuse from the cache) a small random-weight GGUF: a dense "
+        "llama model, or with --experts a mixture in the llama (Mixtral), qwen2moe or "
+        "qwen3moe layout. It loads and generates like a real model, but its text is "
+        "gibberish.",
     )
     make.add_argument("--layers", type=int, default=4)
     make.add_argument("--embedding", type=int, default=128)
@@ -34,6 +38,10 @@ def add_parser(commands: Subcommands) -> None:
     make.add_argument(
         "--router", choices=["random", "pairs"], default="random",
         help="pairs: the first 2 x experts-used experts always win (for shard tests)",
+    )  # fmt: skip
+    make.add_argument(
+        "--architecture", choices=list(MOE_ARCHITECTURES), default="llama",
+        help="a mixture's layout (a dense model is always llama)",
     )  # fmt: skip
     make.add_argument("--out", default="", help="write here instead of the cache")
     make.add_argument("--json", action="store_true", help="print JSON")
@@ -59,6 +67,7 @@ def run_make_model(args: argparse.Namespace) -> int:
             experts=args.experts,
             experts_used=args.experts_used,
             router=args.router,
+            architecture=args.architecture,
         )
     except ValueError as exc:
         return fail(f"invalid model shape: {exc}")

@@ -10,6 +10,7 @@ from meshllm.cli import make_model
 from meshllm.cli.make_model import ModelShape, cached_model, find_vocab_file, write_model
 
 SHAPE = ModelShape(layers=2, embedding=64, feed_forward=96, heads=4, kv_heads=2, context=512)
+MOE: dict[str, object] = {"experts": 8, "experts_used": 2}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,27 @@ def test_invalid_shapes_rejected() -> None:
     for change in ({"heads": 3}, {"kv_heads": 3}, {"dtype": "q4"}, {"layers": 0}, {"name": "a/b"}):
         with pytest.raises(ValueError):
             dataclasses.replace(SHAPE, **change)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"architecture": "qwen3moe"}, "architecture must be one of \\['llama'\\]"),
+        ({**MOE, "architecture": "deepseek2"}, "architecture must be one of"),
+        ({**MOE, "router": "pairs", "router_scale": 0.0}, "router_scale must be positive"),
+    ],
+)
+def test_mixture_layouts_are_checked(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SHAPE, **change)
+
+
+def test_fields_added_later_keep_earlier_cache_keys() -> None:
+    moe = dataclasses.replace(SHAPE, **MOE)
+    same = dataclasses.replace(moe, architecture="llama", router_scale=1.0)
+    assert same.cache_key() == moe.cache_key()
+    for change in ({"architecture": "qwen2moe"}, {"router_scale": 4.0}):
+        assert dataclasses.replace(moe, **change).cache_key() != moe.cache_key()
 
 
 def test_cached_model_reuses_file(
