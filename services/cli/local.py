@@ -26,6 +26,7 @@ class RunningNode:
     role: str
     credentials: str  # the credentials directory (with mesh.json)
     api: str
+    console: str = ""  # its console and management API; "" when it runs none
 
     @property
     def path(self) -> Path:

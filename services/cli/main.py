@@ -22,6 +22,7 @@ OpenAI-compatible API at http://localhost:9337/v1.
   mesh-llm claude|goose|opencode          run an agent on the mesh's models (-- ARGS)
   mesh-llm invite [--ttl 1h] [--client]   mint an invite token for another machine
   mesh-llm revoke NODE                    remove a node from the mesh
+  mesh-llm status [MODEL]                 the mesh's nodes and models, and why each is where
   mesh-llm inspect ./model.gguf           show what a GGUF file holds
   mesh-llm gpus [--json]                  this machine's devices (measure: gpu benchmark)
   mesh-llm service install -- FLAGS       run `serve FLAGS` as a user service (systemd, launchd)

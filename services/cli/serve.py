@@ -112,6 +112,7 @@ async def _run(
         role=access.role,
         credentials=str(access.credentials),
         api=f"http://localhost:{opts.port}/v1",
+        console=f"http://localhost:{opts.console_port}" if opts.console_port else "",
     )
     running.register()
     announce_ready(console, stack.log_dir, opts, access)

@@ -16,6 +16,10 @@ node runs its own llama-server on its shard.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,6 +144,32 @@ async def test_each_node_serves_a_measured_shard_that_answers_as_the_full_model(
         )
     )
     assert reply.choices[0].message.content == expected
+    assert_status_shows_the_shards(mesh["n1"], mesh.model)
+
+
+def assert_status_shows_the_shards(node: ServeProcess, model: str) -> None:
+    """`mesh-llm status` lists the model's shards; `status MODEL` names each shard's node,
+    experts and measured quality; neither prints the invite token."""
+
+    def status(*args: str) -> str:
+        argv = [sys.executable, "-m", "meshllm.cli", "status", "--console", node.console, *args]
+        env = {**os.environ, "MESH_LLM_API_KEY": node.api_key}
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"{model}  serving  2      2 shards on n1, n2" in status()
+    shown = status(model)
+    members = [line for line in shown.splitlines() if "  shard  " in line]
+    assert [line.split()[0].split("/")[0] for line in members] == ["n1", "n2"], shown
+    for line in members:
+        assert "6 experts per layer" in line and "quality passes" in line, line
+        assert "same top token 100%" in line and "measured on n1" in line, line
+    (placement,) = json.loads(status(model, "--json"))["placements"]
+    assert placement["kind"] == "shards" and len(placement["members"]) == 2
+    for member in placement["members"]:
+        assert all({0, 1, 2, 3} <= set(layer) for layer in member["expert_ids"]), member
+    assert json.loads(status("--json"))["this_node"]["invite_token"] == ""
 
 
 async def test_a_session_stays_on_its_node_and_a_lost_node_moves_only_its_own(

@@ -16,6 +16,7 @@ from . import (
     revoke,
     serve,
     service,
+    status,
 )
 
 COMMANDS = [
@@ -26,6 +27,7 @@ COMMANDS = [
     invite,
     revoke,
     members,
+    status,
     authority,
     enrol,
     credentials,

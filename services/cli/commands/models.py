@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..tables import size_text, table_lines
 from .common import Subcommands, fail, help_of
 
 
@@ -80,14 +81,8 @@ def _folders() -> tuple[Path, Path, Path]:
     )
 
 
-def _gb(size: int) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
-
-
 def _print(rows: list[list[str]], head: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for row in [head, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("\n".join(table_lines(rows, head)))
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -104,7 +99,8 @@ def run_search(args: argparse.Namespace) -> int:
               "mesh-llm serve --model org/repo/file.gguf")  # fmt: skip
         return 0
     rows = [
-        [m.name, m.parameters, _gb(m.size_bytes), _flags(m), f"{m.repo}/{m.file}"] for m in found
+        [m.name, m.parameters, size_text(m.size_bytes), _flags(m), f"{m.repo}/{m.file}"]
+        for m in found
     ]
     _print(rows, ["NAME", "PARAMS", "SIZE", "KIND", "SOURCE"])
     return 0
@@ -145,13 +141,13 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
         return 0
-    print(f"{info['name']}: {model.repo} @ {model.revision[:12]}, {_gb(model.size)}")
+    print(f"{info['name']}: {model.repo} @ {model.revision[:12]}, {size_text(model.size)}")
     if listed:
         print(
             f"  {listed.description} ({listed.parameters}, {listed.architecture}, {_flags(listed)})"
         )
     for f in model.files:
-        print(f"  {f.path}  {_gb(f.size)}  sha256 {f.sha256 or '?'}")
+        print(f"  {f.path}  {size_text(f.size)}  sha256 {f.sha256 or '?'}")
     print(f"  downloaded: {local}" if local else "  not downloaded yet")
     return 0
 
@@ -188,7 +184,13 @@ def run_installed(args: argparse.Namespace) -> int:
         print("no model files here yet: mesh-llm models download NAME")
         return 0
     rows = [
-        [f.name, _gb(f.size), "mesh" if f.managed else "external", _ago(f.last_used_unix), f.path]
+        [
+            f.name,
+            size_text(f.size),
+            "mesh" if f.managed else "external",
+            _ago(f.last_used_unix),
+            f.path,
+        ]
         for f in files
     ]
     _print(rows, ["NAME", "SIZE", "MANAGED", "LAST USED", "PATH"])
@@ -227,9 +229,9 @@ def run_cleanup(args: argparse.Namespace) -> int:
         return 0
     verb = "deleted" if args.yes else "would delete"
     for f in doomed:
-        print(f"{verb} {f.path} ({_gb(f.size)}, last used {_ago(f.last_used_unix)})")
+        print(f"{verb} {f.path} ({size_text(f.size)}, last used {_ago(f.last_used_unix)})")
     print(
-        f"{verb} {len(doomed)} file(s), {_gb(total)}"
+        f"{verb} {len(doomed)} file(s), {size_text(total)}"
         + ("" if args.yes else "; pass --yes to delete")
     )
     return 0
