@@ -4,9 +4,11 @@ layer, written by `registry.shards`) is measured against the full model by `llam
 on the calibration text, as the quality gate does: the perplexity ratio, the top-token
 agreement, the KL divergence, and the gate's verdict.
 
-Two generated mixtures (8 experts, top 2): one routed so that experts 0-3 always win (a
-shard keeping them is the model), and one with a random router, where every expert dropped
-changes some tokens.
+Generated mixtures (8 experts, top 2): one routed so that experts 0-3 always win (a shard
+keeping them is the model), one with a random router, where every expert dropped changes
+some tokens, and the routed one in the qwen3moe and qwen2moe layouts (qwen2moe does not
+renormalise the picked experts' weights, so every dropped expert takes its softmax share
+with it).
 
     .venv/bin/python bench/shard_quality.py --markdown
 """
@@ -33,6 +35,15 @@ MODELS = {
     "random router": ModelShape(
         layers=4, embedding=256, feed_forward=512, heads=4, kv_heads=2, name="quality-random",
         experts=8, experts_used=2, router="random", seed=22,
+    ),
+    "qwen3moe, routed": ModelShape(
+        layers=4, embedding=256, feed_forward=512, heads=4, kv_heads=2, name="quality-qwen3",
+        experts=8, experts_used=2, router="pairs", seed=23, architecture="qwen3moe",
+    ),
+    "qwen2moe, routed (router logits x4)": ModelShape(
+        layers=4, embedding=256, feed_forward=512, heads=4, kv_heads=2, name="quality-qwen2",
+        experts=8, experts_used=2, router="pairs", seed=24, architecture="qwen2moe",
+        router_scale=4.0,
     ),
 }  # fmt: skip
 SIZES = (8, 7, 6, 5, 4, 3, 2)
