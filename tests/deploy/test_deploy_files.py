@@ -139,15 +139,41 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_worker_is_a_daemonset_requesting_gpus(rendered: tuple[str, list[dict]]) -> None:
-    _, docs = rendered
+def test_worker_is_a_daemonset_with_a_worker_per_gpu(rendered: tuple[str, list[dict]]) -> None:
+    path, docs = rendered
     [worker] = by_kind(docs, "DaemonSet")
     spec = worker["spec"]["template"]["spec"]
-    container = next(c for c in spec["containers"] if c["name"] == "worker")
-    gpus = container["resources"]["limits"]["nvidia.com/gpu"]
-    assert gpus >= 1 and container["resources"]["requests"]["nvidia.com/gpu"] == gpus
+    workers = [c for c in spec["containers"] if c["name"].startswith("worker")]
+    gpus = {"gpu-workers": 2}.get(Path(path).stem, 1)  # the chart's default, or the example's
+    assert [c["name"] for c in workers] == ["worker", *(f"worker-{i}" for i in range(1, gpus))]
+    for container in workers:  # each asks for one GPU, so the device plugin gives it its own
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
+        assert env_of(container)["MESH_DEVICE"] == "auto"
+    ports = [p["containerPort"] for c in spec["containers"] for p in c["ports"]]
+    names = [p["name"] for c in spec["containers"] for p in c["ports"]]
+    assert len(set(ports)) == len(ports) and len(set(names)) == len(names)  # one network
+    for container in workers:
+        env, own = env_of(container), {p["containerPort"] for p in container["ports"]}
+        served = {int(env[k]) for k in ("MESH_GRPC_PORT", "MESH_HTTP_PORT", "MESH_RELAY_PORT")}
+        assert served == own, container["name"]
     assert spec["nodeSelector"] and spec["tolerations"]
     assert any(v.get("hostPath") for v in spec["volumes"])
+
+
+def test_a_cpu_worker_pod_asks_for_no_gpu(tools: Path) -> None:
+    done = run([str(tools / "helm"), "template", "t", str(CHART), "--set", "worker.gpus=0"])
+    assert done.returncode == 0, done.stderr
+    [worker] = by_kind([d for d in yaml.safe_load_all(done.stdout) if d], "DaemonSet")
+    [container] = [
+        c for c in worker["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"
+    ]
+    assert env_of(container)["MESH_DEVICE"] == "cpu"
+    assert "limits" not in container["resources"]
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 def test_every_container_has_probes_and_requests(rendered: tuple[str, list[dict]]) -> None:

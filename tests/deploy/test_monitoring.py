@@ -485,11 +485,15 @@ def test_helm_lint_with_monitoring(helm: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_helm_renders_a_service_monitor_reaching_every_service(helm: str) -> None:
+@pytest.mark.parametrize(("gpus", "worker_ports"), [(1, {9341}), (3, {9341, 9441, 9541})])
+def test_helm_renders_a_service_monitor_reaching_every_service(
+    helm: str, gpus: int, worker_ports: set[int]
+) -> None:
     """No CRD schema is at hand offline (kubernetes-validate skips the kind), so the chain is
     checked here: the ServiceMonitor's selector picks Services whose named ports are its
-    endpoints' ports, and each such port points at a named container port of the pods."""
-    docs = render(helm, *BOTH)
+    endpoints' ports, and each such port points at a named container port of the pods —
+    every GPU's worker's included."""
+    docs = render(helm, *BOTH, "--set", f"worker.gpus={gpus}")
     [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -516,7 +520,7 @@ def test_helm_renders_a_service_monitor_reaching_every_service(helm: str) -> Non
                 names = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
                 assert port["targetPort"] in names, (service["metadata"]["name"], port)
             scraped.add(port["port"])
-    assert scraped == {9337, 9341, 9351, 9361}
+    assert scraped == {9337, 9351, 9361} | worker_ports
     for endpoint in endpoints.values():
         assert endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
         assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
