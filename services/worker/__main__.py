@@ -140,7 +140,11 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         agent.tunnel_route, credentials, mesh_id=settings.mesh_id, revoked=ctx.revoked
     )
     check_exposure("the RPC tunnel", settings.bind_host, credentials)
-    probe = RttProbe(settings.node, lambda address: ping_ms(address, credentials))
+    probe = RttProbe(
+        settings.node,
+        lambda address: ping_ms(address, credentials),
+        per_round=settings.rtt_probes_per_round,
+    )
     llama_metrics = LlamaScraper(supervisor, lambda: session)
     REGISTRY.register(
         WorkerCollector(

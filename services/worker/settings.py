@@ -60,6 +60,9 @@ class WorkerSettings(BaseServiceSettings):
         60.0, gt=0, description="a peer leaving an RPC request unanswered this long is lost"
     )
     rtt_interval_s: float = Field(2.0, gt=0, description="how often RTT to other nodes is probed")
+    rtt_probes_per_round: int = Field(
+        32, ge=1, description="the most nodes one RTT round probes (a big mesh in turns)"
+    )
     max_memory_bytes: int = Field(
         0, ge=0, description="cap on what this device offers the mesh (0 = no cap; CPU and GPU)"
     )
