@@ -146,6 +146,9 @@ def test_bad_input_gets_clear_errors_and_the_stack_keeps_serving(
 
 
 def test_console_and_metrics(serve: ServeProcess, chat_model: Path) -> None:
+    serve.client().chat.completions.create(
+        model=chat_model.stem, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )  # this test's own request, for the counter below
     status = serve.status()
     assert [m["id"] for m in status["models"]] == sorted(m["id"] for m in status["models"])
     assert all(m["state"] == "serving" and not m["next"] for m in status["models"])
@@ -153,6 +156,21 @@ def test_console_and_metrics(serve: ServeProcess, chat_model: Path) -> None:
     assert page.status_code == 200 and "Mesh LLM" in page.text
     metrics = httpx.get(f"{serve.api.removesuffix('/v1')}/metrics").text
     assert f'meshllm_requests_total{{model="{chat_model.stem}"' in metrics
+
+
+def test_status_finds_the_node_and_lists_its_models(
+    serve: ServeProcess, chat_model: Path, tiny_model: Path
+) -> None:
+    """`mesh-llm status` finds the console of the node running here by its run file."""
+    import subprocess
+
+    shown = subprocess.run(mesh_llm("status"), capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in shown.stdout.splitlines() if line}
+    assert rows[chat_model.stem] == rows[tiny_model.stem] == ["serving", "1"], shown.stdout
+    one = subprocess.run(mesh_llm("status", "nothing-like-it"), capture_output=True, text=True)
+    assert one.returncode == 1 and one.stdout == ""
+    assert one.stderr.count("\n") == 1 and "knows no model 'nothing-like-it'" in one.stderr
 
 
 def test_the_node_mints_invites_and_lists_members(serve: ServeProcess) -> None:
