@@ -162,10 +162,16 @@ def rejection(status: int, raw: bytes) -> MeshError:
     )
 
 
+_TOKEN_FIELD = re.compile(rb'"(?:content|text|delta)":"')
+_TAIL = len(b'"content":"')  # bytes kept for a field split across chunks
+
+
 class TokenCounter:
     """Counts generated tokens without decoding the stream: llama-server sends one SSE event
     per token, carrying a non-empty `content` (chat), `text` (completions, messages) or
-    `delta` (responses); for a plain JSON answer, its `usage` block."""
+    `delta` (responses); for a plain JSON answer, its `usage` block. A field is counted once
+    the byte after it is known (an empty value is no token), wherever the network cut the
+    stream into chunks: the last few bytes of a chunk are looked at again with the next."""
 
     def __init__(
         self, stream: bool, on_gap: Callable[[float], None] = lambda seconds: None
@@ -178,13 +184,13 @@ class TokenCounter:
         self._last = 0.0
         self._body: list[bytes] = []
         self._size = 0
+        self._tail = b""  # the end of the stream so far, which a field may straddle
+        self._seen = 0  # where in the tail the fields not looked at yet begin
 
     def __call__(self, chunk: bytes) -> None:
         if self.stream:
-            before = self.events
-            for field in (b'"content":"', b'"text":"', b'"delta":"'):
-                self.events += chunk.count(field) - chunk.count(field + b'"')
-            tokens = self.events - before
+            tokens = self._count_fields(self._tail + chunk)
+            self.events += tokens
             if tokens:
                 now = time.perf_counter()
                 if self._last:
@@ -194,6 +200,17 @@ class TokenCounter:
         elif self._size < 1 << 20:
             self._body.append(chunk)
             self._size += len(chunk)
+
+    def _count_fields(self, data: bytes) -> int:
+        tokens, seen = 0, self._seen
+        for field in _TOKEN_FIELD.finditer(data, self._seen):
+            if field.end() >= len(data):
+                break  # the byte that says whether it is empty is still to come
+            tokens += data[field.end()] != ord('"')
+            seen = field.end()
+        cut = max(0, len(data) - _TAIL)
+        self._tail, self._seen = data[cut:], max(0, seen - cut)
+        return tokens
 
     def usage(self) -> tuple[int, int]:
         """(prompt, completion) tokens, as far as known."""

@@ -141,6 +141,28 @@ def test_token_counter(stream: bool, chunks: list[bytes], completion: int) -> No
     assert counter.usage()[1] == completion
 
 
+STREAM = (
+    b'data: {"choices":[{"delta":{"role":"assistant","content":null}}]}\n\n'
+    b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n'
+    b'data: {"choices":[{"delta":{"content":""}}]}\n\n'
+    b'data: {"choices":[{"text":"a"}]}\n\n'
+    b'data: {"choices":[{"delta":{"content":"\\"q"}}]}\n\n'
+    b'data: {"type":"response.output_text.delta","delta":"x"}\n\n'
+    b'data: {"choices":[{"delta":{"content":"lo"}}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 11, 12, 13, 50])
+def test_token_counter_wherever_the_network_cuts_the_stream(size: int) -> None:
+    for start in range(size):  # every way of cutting it into chunks of `size`
+        counter = TokenCounter(True)
+        counter(STREAM[:start])
+        for at in range(start, len(STREAM), size):
+            counter(STREAM[at : at + size])
+        assert counter.usage()[1] == 5, (size, start)
+
+
 @pytest.mark.parametrize(
     ("headers", "extra", "same_as_plain"),
     [
