@@ -100,7 +100,7 @@ class ServeProcess:
         return {m["id"]: sorted(r["node"] for r in m["meshllm"]["replicas"]) for m in models}
 
     def status(self) -> dict:
-        return httpx.get(f"{self.console}/api/status", timeout=10).json()
+        return httpx.get(f"{self.console}/api/status", headers=self.headers, timeout=10).json()
 
     def llama_port(self, model: str) -> int:
         """The loopback port of the model's ready llama-server on this node."""

@@ -90,6 +90,12 @@ class RegistryClient:
             async for chunk in self._stub.ReadShard(request, timeout=PREPARE_TIMEOUT_S):
                 yield chunk
 
+    async def read_model(self, model: str, offset: int) -> AsyncIterator[rpb.ModelChunk]:
+        request = rpb.ReadModelRequest(model=model, offset=offset)
+        with map_rpc_errors("ReadModel"):
+            async for chunk in self._stub.ReadModel(request, timeout=PREPARE_TIMEOUT_S):
+                yield chunk
+
     async def inspect(self, path: str) -> pb.ModelFacts:
         with map_rpc_errors("InspectModel"):
             reply = await self._stub.InspectModel(rpb.InspectModelRequest(path=path), timeout=60)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from meshllm.core.store import EtcdStore, LeaseKeeper
 
 from . import catalog, hub, sources
 from .downloads import Manifest
+from .file_reads import chunks_of
 from .gguf_facts import GgufError, GgufFacts, read_facts
 from .settings import RegistrySettings
 from .shard_maker import ShardMaker
@@ -233,3 +235,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> AsyncIterator[rpb.ShardChunk]:
         async for chunk in self._shards.read(request.model, request.shard_id, request.offset):
             yield chunk
+
+    async def ReadModel(
+        self, request: rpb.ReadModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.ModelChunk]:
+        node = self._settings.node
+        key = keys.file_entry(self._settings.mesh_id, request.model, node)
+        held = await self._store.get(key, pb.ModelFile)
+        try:
+            stat = await asyncio.to_thread(os.stat, held.path) if held else None
+        except OSError:
+            stat = None
+        if held is None or stat is None:
+            raise NotFound(f"the file of '{request.model}' is not on node {node}")
+        size, version = stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"
+        what = f"the file of '{request.model}'"
+        async for at, data in chunks_of(Path(held.path), request.offset, size, what):
+            yield rpb.ModelChunk(offset=at, data=data, size_bytes=size, version=version)
+        yield rpb.ModelChunk(offset=size, size_bytes=size, version=version)

@@ -33,12 +33,12 @@ from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
 from meshllm.core.shard_ids import is_shard_id, shard_id
 from meshllm.core.store import EtcdStore
 
+from .file_reads import chunks_of
 from .quality import Perplexity, QualityError
 from .settings import RegistrySettings
 from .shards import ShardError, write_shard
 
 logger = logging.getLogger(__name__)
-CHUNK = 1 << 20  # bytes per ReadShard message
 Progress = Callable[[int, int], None]
 
 
@@ -155,16 +155,8 @@ class ShardMaker:
                 f"shard {shard} of {model} is not prepared on node {self._settings.node}"
             )
         size = record.size_bytes
-        if offset > size:
-            raise InvalidRequest(f"offset {offset} is past the shard's end ({size})")
-        with path.open("rb") as f:
-            f.seek(offset)
-            while offset < size:
-                data = await asyncio.to_thread(f.read, min(CHUNK, size - offset))
-                if not data:
-                    raise Unavailable(f"shard {shard} of {model} ended early on disk")
-                yield rpb.ShardChunk(offset=offset, data=data, size_bytes=size)
-                offset += len(data)
+        async for at, data in chunks_of(path, offset, size, f"shard {shard} of {model}"):
+            yield rpb.ShardChunk(offset=at, data=data, size_bytes=size)
 
     def _saved_record(self, path: Path) -> pb.ShardRecord | None:
         with contextlib.suppress(OSError, ValueError, KeyError, json_format.ParseError):

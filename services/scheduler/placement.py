@@ -6,7 +6,9 @@ is kept only whole (its want still wanted, every member's worker alive, every pe
 names present) and otherwise deleted whole: a split never loses a peer silently.
 
 Each want (a replica pinned by a node's `--model`, or asked for by the mesh) gets one
-assignment. A model from a local file goes only to nodes whose registry holds the file; a
+assignment. A model from a local file goes to nodes whose registry holds the file; when none
+of them has room, a device without it that fits it whole takes a copy (its worker copies the
+file from a registry that holds it; core/model_copies.py says which models may). A
 pinned want prefers its own node, and a pinned replica placed elsewhere (its node was away,
 full, or had lost the file) goes home as soon as its node can take it again. A model fits a
 worker when its weights + KV cache for the context + headroom fit in what the worker's device
@@ -37,6 +39,7 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from meshllm.core.model_copies import runs_from_a_copy
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.shard_ids import shard_id
 
@@ -240,10 +243,13 @@ def plan(
     for group in shard_groups:
         _replace_lost_shards(group, catalog, live, used, settings, moe, result)
     standby = standby_workers(wants, live)
+    kept_because: dict[str, list[str]] = {}  # what placed the replicas kept: why they are there
+    for _, a in result.keep:
+        kept_because.setdefault(a.model, []).extend(a.reasons)
     # every want's first replica before any want's extras: an unserved model comes first
     for want in wants:
         if served.get((want.model, want.origin), 0) > 0:
-            result.report(want.model, True, [])
+            result.report(want.model, True, kept_because.get(want.model, []))
             continue
         where = _where(want, live, standby, result, first=True)
         if where or not live:
@@ -387,6 +393,15 @@ def _place(
     worker, fit_reasons = choose_worker(need, local or others, used)
     if worker is None and local and others:  # the pinning node is full: anywhere else
         worker, more = choose_worker(need, others, used)
+        fit_reasons += more
+    holders = files.get(want.model, set())
+    if worker is None and not want.split and holders and runs_from_a_copy(entry):
+        # No device that holds the file has room: one that fits it whole takes a copy
+        # (what fits one device is never split).
+        without = [w for w in live.values() if w.node not in holders]
+        worker, more = choose_worker(need, without, used)
+        if worker is not None:
+            reasons = [f"no device holding the file has room: {worker.node} runs a copy of it"]
         fit_reasons += more
     reasons += fit_reasons
     mixture = moe_model(entry.facts, context, settings)
@@ -669,7 +684,8 @@ def _can_go_home(
 def _with_file(
     entry: pb.CatalogEntry, nodes: set[str], workers: Iterable[pb.WorkerRecord]
 ) -> tuple[list[pb.WorkerRecord], list[str]]:
-    """A model from a local path can run only where a registry holds its file; a fetchable
+    """Where a model runs from its file: for a model from a local path, where a registry
+    holds the file (elsewhere only from a copy, which `_place` falls back to); a fetchable
     one (a built-in) anywhere."""
     workers = list(workers)
     if entry.source.kind != pb.MODEL_SOURCE_KIND_PATH:

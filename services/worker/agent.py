@@ -17,6 +17,7 @@ from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.errors import MeshError, NotFound, Refused, Unavailable
 from meshllm.core.gguf_header import read_header
 from meshllm.core.lifecycle import LoopComponent
+from meshllm.core.model_copies import runs_from_a_copy
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
@@ -24,6 +25,7 @@ from . import rpc_cache
 from .launchers import RPC_SERVER
 from .llama_server import InstanceSpec, SplitLayout, flash_attn_over_rpc
 from .metrics import MODEL_LOAD
+from .model_copy import obtain_model_copy
 from .settings import WorkerSettings
 from .shard_copy import LoggedProgress, ShardSource, obtain_shard
 from .supervisor import InstanceState, ManagedInstance, Supervisor
@@ -216,13 +218,17 @@ class WorkerAgent(LoopComponent):
         ]
 
     async def loop(self) -> None:
-        await self.publish_record()
-        await self._pin_with_retry()
-        await self.assignments.ready.wait()
-        while True:
-            self._dirty.clear()
-            await self._reconcile()
-            await self._dirty.wait()
+        try:
+            await self.publish_record()
+            await self._pin_with_retry()
+            await self.assignments.ready.wait()
+            while True:
+                self._dirty.clear()
+                await self._reconcile()
+                await self._dirty.wait()
+        finally:  # no start (a download, a copy) outlives the worker
+            for task in self._starting.values():
+                task.cancel()
 
     async def _reconcile(self) -> None:
         assert self.supervisor is not None
@@ -253,12 +259,18 @@ class WorkerAgent(LoopComponent):
                     self._starting[a.id] = asyncio.create_task(self._start_shard(a))
                 elif a.role == pb.ASSIGNMENT_ROLE_HOST:
                     self._hosts[a.id] = asyncio.create_task(self._start_host(a))
-                else:
-                    await self.start_instance(a.model, a.context, assignment_id, a.memory_bytes)
+                else:  # its file may have to be fetched or copied first: not in the loop
+                    self._starting[a.id] = asyncio.create_task(self._start_solo(a))
             except MeshError as exc:
                 logger.warning(
                     "cannot start %s for assignment %s: %s", a.model, assignment_id, exc.message
                 )
+
+    async def _start_solo(self, a: pb.Assignment) -> None:
+        try:
+            await self.start_instance(a.model, a.context, a.id, a.memory_bytes)
+        except MeshError as exc:
+            logger.warning("cannot start %s for assignment %s: %s", a.model, a.id, exc.message)
 
     async def _start_peer(self, a: pb.Assignment) -> None:
         try:
@@ -500,8 +512,23 @@ class WorkerAgent(LoopComponent):
         async with await RegistryClient.discover(
             self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
         ) as registry:
-            located = await registry.locate(model, self.settings.node)
-        return located.path, located.facts, located.projector_path
+            try:
+                located = await registry.locate(model, self.settings.node)
+            except NotFound:
+                located = None
+        if located is not None:
+            return located.path, located.facts, located.projector_path
+        entry = await self._store.get(
+            keys.catalog_entry(self.settings.mesh_id, model), pb.CatalogEntry
+        )
+        if entry is None or not runs_from_a_copy(entry):
+            raise NotFound(f"the file of '{model}' is not on node {self.settings.node}")
+        source = ShardSource(
+            self._store, self.settings.mesh_id, self.settings.node, self.settings.credentials
+        )
+        progress = LoggedProgress(f"copy of {model}")
+        path = await obtain_model_copy(source, model, self.settings.copy_path, progress)
+        return str(path), entry.facts, ""
 
 
 def split_layout(

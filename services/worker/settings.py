@@ -101,5 +101,10 @@ class WorkerSettings(BaseServiceSettings):
         return Path(self.llama_cache_dir).expanduser() / "shards"
 
     @property
+    def copy_path(self) -> Path:
+        """Where copies of models whose file only other nodes hold are kept."""
+        return Path(self.llama_cache_dir).expanduser() / "copies"
+
+    @property
     def model_list(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]

@@ -89,6 +89,9 @@ async def test_an_api_client_reads_and_changes_nothing(
             await client.register(name="smollm2")
         with pytest.raises(Forbidden, match="needs a serving node"):
             await client.inspect("/etc/passwd")
+        with pytest.raises(Forbidden, match="needs a serving node"):  # nor copies weights
+            async for _ in client.read_model("anything", 0):
+                pass
 
 
 async def test_strangers_and_revoked_nodes_are_refused(

@@ -22,6 +22,8 @@ REVOKED = Identity("box3", "node", "m-1", 14)
         (CLIENT, "/mesh.v1.WorkerService/DrainWorker", "needs a serving node"),
         (CLIENT, "/mesh.v1.RegistryService/RegisterModel", "needs a serving node"),
         (CLIENT, "/mesh.v1.RegistryService/InspectModel", "needs a serving node"),
+        (CLIENT, "/mesh.v1.RegistryService/ReadModel", "needs a serving node"),
+        (NODE, "/mesh.v1.RegistryService/ReadModel", None),
         (STRANGER, "/mesh.v1.WorkerService/GetStatus", "another mesh"),
         (REVOKED, "/mesh.v1.WorkerService/GetStatus", "revoked"),
         (None, "/mesh.v1.WorkerService/GetStatus", "no client certificate"),

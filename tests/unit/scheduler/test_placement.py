@@ -151,6 +151,46 @@ def test_a_file_model_goes_only_where_its_file_is() -> None:
     assert not nowhere.create and not nowhere.status["m"].placed
 
 
+def with_projector(e: pb.CatalogEntry) -> pb.CatalogEntry:
+    e.projector.kind = pb.MODEL_SOURCE_KIND_PATH
+    return e
+
+
+@pytest.mark.parametrize(
+    ("model", "holders", "want", "placed_on"),
+    [
+        (local("m", 8), {"a"}, Want("m", "", 0), "b"),  # the holder is too small: b copies
+        (local("m", 1), {"a"}, Want("m", "", 0), "a"),  # the holder has room: no copy
+        (local("m", 8), set(), Want("m", "", 0), None),  # nobody holds the file any more
+        (with_projector(local("m", 8)), {"a"}, Want("m", "", 0), None),  # its projector too
+        (local("m", 8), {"a"}, Want("m", "", 0, split=True), None),  # a split asks for peers
+    ],
+)
+def test_a_device_without_the_file_takes_a_copy_only_when_no_holder_has_room(
+    model: pb.CatalogEntry, holders: set[str], want: Want, placed_on: str | None
+) -> None:
+    result = plan([want], {"m": model}, {"m": holders}, [worker("a", 2), worker("b", 64)], {},
+                  SETTINGS)  # fmt: skip
+    created = [(w.node, a.role) for w, a in result.create]
+    if placed_on is None:
+        assert all(role != pb.ASSIGNMENT_ROLE_SOLO for _, role in created), created
+    else:
+        assert created == [(placed_on, pb.ASSIGNMENT_ROLE_SOLO)]
+        copied = any("runs a copy" in r for r in result.status["m"].reasons)
+        assert copied is (placed_on not in holders)
+
+
+def test_a_kept_replica_still_says_why_it_is_where_it_is() -> None:
+    catalog, files = {"m": local("m", 8)}, {"m": {"a"}}
+    workers = [worker("a", 2), worker("b", 64)]
+    first = plan(wants("m"), catalog, files, workers, {}, SETTINGS)
+    [(_, made)] = first.create
+    again = plan(wants("m"), catalog, files, workers, {"k": made}, SETTINGS)
+    assert not again.create and not again.delete
+    assert list(again.status["m"].reasons) == list(first.status["m"].reasons) != []
+    assert "b runs a copy of it" in again.status["m"].reasons[0]
+
+
 def test_each_pin_gets_a_replica_on_its_own_node() -> None:
     demands = [
         pb.Demand(model="m", origin="a", pinned=True),

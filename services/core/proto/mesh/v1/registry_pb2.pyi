@@ -106,3 +106,23 @@ class ShardChunk(_message.Message):
     data: bytes
     size_bytes: int
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadModelRequest(_message.Message):
+    __slots__ = ("model", "offset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    offset: int
+    def __init__(self, model: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("offset", "data", "size_bytes", "version")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    size_bytes: int
+    version: str
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., size_bytes: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...

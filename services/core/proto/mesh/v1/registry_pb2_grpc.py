@@ -65,6 +65,11 @@ class RegistryServiceStub:
                 request_serializer=mesh_dot_v1_dot_registry__pb2.ReadShardRequest.SerializeToString,
                 response_deserializer=mesh_dot_v1_dot_registry__pb2.ShardChunk.FromString,
                 _registered_method=True)
+        self.ReadModel = channel.unary_stream(
+                '/mesh.v1.RegistryService/ReadModel',
+                request_serializer=mesh_dot_v1_dot_registry__pb2.ReadModelRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_registry__pb2.ModelChunk.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -115,6 +120,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadModel(self, request, context):
+        """The bytes of a model file this registry holds, from `offset` on, in chunks, the last
+        one empty at the file's end: a node without the file runs a copy of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +160,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ReadShard,
                     request_deserializer=mesh_dot_v1_dot_registry__pb2.ReadShardRequest.FromString,
                     response_serializer=mesh_dot_v1_dot_registry__pb2.ShardChunk.SerializeToString,
+            ),
+            'ReadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadModel,
+                    request_deserializer=mesh_dot_v1_dot_registry__pb2.ReadModelRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_registry__pb2.ModelChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +330,33 @@ class RegistryService:
             '/mesh.v1.RegistryService/ReadShard',
             mesh_dot_v1_dot_registry__pb2.ReadShardRequest.SerializeToString,
             mesh_dot_v1_dot_registry__pb2.ShardChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.v1.RegistryService/ReadModel',
+            mesh_dot_v1_dot_registry__pb2.ReadModelRequest.SerializeToString,
+            mesh_dot_v1_dot_registry__pb2.ModelChunk.FromString,
             options,
             channel_credentials,
             insecure,
