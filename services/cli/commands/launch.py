@@ -21,7 +21,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .common import Subcommands, fail
+from .common import Subcommands, add_api_key_flag, fail
 
 if TYPE_CHECKING:
     import aiohttp
@@ -67,12 +67,7 @@ def add_parser(commands: Subcommands) -> None:
             metavar="URL",
             help="a mesh's API elsewhere, http(s)://host:port (default: this machine's, on --port)",
         )
-        parser.add_argument(
-            "--api-key",
-            default=os.environ.get("MESH_LLM_API_KEY", ""),
-            metavar="KEY",
-            help="the key the mesh's API wants, if it wants one (default: $MESH_LLM_API_KEY)",
-        )
+        add_api_key_flag(parser)
         parser.add_argument(
             "--join",
             default="",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from .common import Subcommands, fail
+from .common import Subcommands, add_api_key_flag, fail
 
 
 def add_parser(commands: Subcommands) -> None:
@@ -26,12 +25,7 @@ def add_parser(commands: Subcommands) -> None:
         help="a node's console, http://host:port (default: the node running on this "
         "machine, else http://localhost:3131)",
     )
-    status.add_argument(
-        "--api-key",
-        default=os.environ.get("MESH_LLM_API_KEY", ""),
-        metavar="KEY",
-        help="the key the node's API wants, if it wants one (default: $MESH_LLM_API_KEY)",
-    )
+    add_api_key_flag(status)
     status.add_argument("--json", action="store_true", help="print /api/status's JSON")
     status.set_defaults(run=run)
 
