@@ -92,8 +92,12 @@ class Perplexity:
         output = self._run(shard, "--kl-divergence-base", str(base), "--kl-divergence")
         found = {name: pattern.search(output) for name, pattern in _FIGURES.items()}
         missing = [name for name, match in found.items() if match is None]
-        if missing:
-            raise QualityError(f"llama-perplexity printed no {', '.join(missing)} for {shard.name}")
+        if missing:  # it returns 0 when it gives up on the base file: say what it said
+            complaint = re.findall(r"kl_divergence: (.+)", output)
+            said = f": {complaint[-1][:300]}" if complaint else ""
+            raise QualityError(
+                f"llama-perplexity printed no {', '.join(missing)} for {shard.name}{said}"
+            )
         figures = {name: float(match.group(1)) for name, match in found.items() if match}
         return QualityVerdict(
             shard_ppl=figures["shard_ppl"],

@@ -168,3 +168,6 @@ async def test_the_quality_gate_refuses_a_shard_without_the_routed_experts(
     assert not bad.passed and bad.same_top < 0.6, bad.describe()
     with pytest.raises(QualityError, match="exited"):
         gauge.judge(tmp_path / "missing.gguf", base)
+    (tmp_path / "junk.kld").write_bytes(b"not a base file")
+    with pytest.raises(QualityError, match="does not look like a file containing log-prob"):
+        gauge.judge(routed.path, tmp_path / "junk.kld")
