@@ -16,6 +16,7 @@ from meshllm.core import pki
 from meshllm.core.binaries import find_binary
 from meshllm.core.config import load_settings
 from meshllm.core.errors import Unavailable
+from meshllm.core.model_copies import COPIES
 from meshllm.gateway.guard import read_keys
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.settings import RegistrySettings
@@ -164,8 +165,13 @@ async def start_node_services(
     common: dict[str, object],
     access: MeshAccess,
 ) -> list[str]:
+    llama_cache = stack.state_dir / "llama-cache"  # the workers' (and their copies of files)
     registry = load_settings(
-        RegistrySettings, **common, grpc_port=free_port(), http_port=free_port()
+        RegistrySettings,
+        **common,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        copies_dir=str(llama_cache / COPIES),
     )
     await stack.start_service("registry", registry)
     names = await register_models(opts.models, opts.projectors, registry, access.tls, console)
@@ -194,7 +200,7 @@ async def start_node_services(
             cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
             max_memory_bytes=int(opts.max_vram_gb * 1e9),
             split=opts.split,
-            llama_cache_dir=str(stack.state_dir / "llama-cache"),
+            llama_cache_dir=str(llama_cache),
             models=",".join(models),
             model_options=[
                 ModelOptions(

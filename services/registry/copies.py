@@ -1,16 +1,20 @@
 """Local copies: a model registered on another node whose file this node holds too (the same
-name in its models or cache directory, the same size) is offered under this node as well, so
-placement may run it here and a split's peer here fills its RPC cache from the copy instead of
-receiving the weights over the network."""
+name in its models or cache directory, or the copy a worker here made of it, of the same
+size) is offered under this node as well, so placement may run it here, a split's peer here
+fills its RPC cache from the copy instead of receiving the weights over the network, and the
+model outlives the node it was registered on. The folders are looked at again whenever the
+catalog changes and every `copies_rescan_s`, so a copy a worker finishes is offered soon."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
 from meshllm.core import keys
 from meshllm.core.lifecycle import LoopComponent
+from meshllm.core.model_copies import copy_path
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper, PrefixCache, StoreFailure
 
@@ -19,12 +23,16 @@ from .settings import RegistrySettings
 logger = logging.getLogger(__name__)
 
 
-def local_copy(name: str, size: int, folders: tuple[Path, ...]) -> Path | None:
-    """`<folder>/<name>.gguf` of the given size in the first folder that has one."""
-    if "/" in name or name.startswith("."):
-        return None
-    for folder in folders:
-        candidate = folder / f"{name}.gguf"
+def local_copy(
+    name: str, size: int, folders: tuple[Path, ...], copies: Path | None = None
+) -> Path | None:
+    """`<folder>/<name>.gguf` of the given size in the first folder that has one, else a
+    worker's finished copy of that size in `copies`."""
+    plain = "/" not in name and not name.startswith(".")
+    candidates = [folder / f"{name}.gguf" for folder in folders] if plain else []
+    if copies is not None:
+        candidates.append(copy_path(copies, name))
+    for candidate in candidates:
         try:
             if candidate.is_file() and candidate.stat().st_size == size:
                 return candidate
@@ -42,6 +50,8 @@ class LocalCopies(LoopComponent):
             Path(settings.models_dir).expanduser(),
             Path(settings.cache_dir).expanduser(),
         )
+        copies = settings.copies_dir
+        self._copies = Path(copies).expanduser() if copies else None
         self._offered: set[str] = set()
         self._dirty = asyncio.Event()
         self.catalog.listeners.append(self._dirty.set)
@@ -53,11 +63,12 @@ class LocalCopies(LoopComponent):
             for entry in list(self.catalog.items.values()):
                 if entry.name not in self._offered and entry.source.node != self._settings.node:
                     await self._offer(entry)
-            await self._dirty.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self._settings.copies_rescan_s)
 
     async def _offer(self, entry: pb.CatalogEntry) -> None:
         size = entry.facts.file_size_bytes
-        path = await asyncio.to_thread(local_copy, entry.name, size, self._folders)
+        path = await asyncio.to_thread(local_copy, entry.name, size, self._folders, self._copies)
         if path is None:
             return
         try:

@@ -24,6 +24,14 @@ class RegistrySettings(BaseServiceSettings):
         default_factory=lambda: _home(".cache", "mesh-llm", "models"),
         description="where fetched models are kept",
     )
+    copies_dir: str = Field(
+        "",
+        description="where this node's workers keep copies of models whose file is elsewhere "
+        "(finished copies are offered to the mesh); empty: none",
+    )
+    copies_rescan_s: float = Field(
+        10.0, gt=0, description="how often the copy folders are looked at for new copies"
+    )
     ranking_threads: int = Field(
         1, ge=1, description="threads for ranking and measuring a mixture's experts"
     )

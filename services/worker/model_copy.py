@@ -12,11 +12,11 @@ import logging
 import os
 from contextlib import aclosing
 from pathlib import Path
-from urllib.parse import quote
 
 from meshllm.core.clients import RegistryClient
 from meshllm.core.errors import InvalidRequest, Unavailable, UpstreamError
 from meshllm.core.gguf_header import HeaderError, read_header
+from meshllm.core.model_copies import copy_path
 
 from .shard_copy import ATTEMPTS, Progress, ShardSource, file_node
 
@@ -32,7 +32,7 @@ async def obtain_model_copy(
 ) -> Path:
     """This node's copy of the model's file, made (or checked) from a registry holding it."""
     holder = await file_node(source, model)
-    dest = folder / quote(model, safe="") / "model.gguf"
+    dest = copy_path(folder, model)
     async with await RegistryClient.discover(
         source.store, source.mesh, holder, source.credentials, only_node=True
     ) as registry:

@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import Field
 
 from meshllm.core.config import BaseServiceSettings, Section
+from meshllm.core.model_copies import COPIES
 
 
 def _default_log_dir() -> str:
@@ -103,7 +104,7 @@ class WorkerSettings(BaseServiceSettings):
     @property
     def copy_path(self) -> Path:
         """Where copies of models whose file only other nodes hold are kept."""
-        return Path(self.llama_cache_dir).expanduser() / "copies"
+        return Path(self.llama_cache_dir).expanduser() / COPIES
 
     @property
     def model_list(self) -> list[str]:

@@ -1,10 +1,12 @@
 """A model registered from a local file on one node, copied by a node without it: streamed by
 the registry that holds it (ReadModel, over real gRPC with a real etcd), resumed after the
 connection is cut midway, reused while the source is unchanged, started over when it
-changed, and refused for a model the registry does not hold."""
+changed, refused for a model the registry does not hold, and, once finished, offered to the
+mesh by the registry beside the worker that made it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -18,8 +20,10 @@ from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient
 from meshllm.core.errors import InvalidRequest, NotFound
+from meshllm.core.model_copies import copy_path
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
-from meshllm.core.store import EtcdStore
+from meshllm.core.store import EtcdStore, LeaseKeeper
+from meshllm.registry.copies import LocalCopies
 from meshllm.registry.settings import RegistrySettings
 from meshllm.worker.model_copy import copy_model, obtain_model_copy
 from meshllm.worker.shard_copy import ShardSource
@@ -105,3 +109,48 @@ async def test_what_the_registry_does_not_hold_is_refused(
             pass
     chunks = [c async for c in running.client.read_model(MODEL, source.stat().st_size)]
     assert [(c.offset, c.data) for c in chunks] == [(source.stat().st_size, b"")]
+
+
+async def test_a_finished_copy_is_offered_to_the_mesh_by_the_registry_beside_it(
+    registry: tuple[RunningRegistry, Path], store: EtcdStore, mesh_id: str, tmp_path: Path
+) -> None:
+    """n2's registry offers the copy n2's worker made, so the model outlives its first node."""
+    _, source = registry
+    copies = tmp_path / "n2" / "copies"
+    settings = RegistrySettings(
+        mesh_id=mesh_id, node="n2", cache_dir=str(tmp_path / "n2" / "cache"),
+        models_dir=str(tmp_path / "n2" / "models"), copies_dir=str(copies), copies_rescan_s=0.2,
+    )  # fmt: skip
+    lease = LeaseKeeper(store, ttl_s=5)
+    await lease.start()
+    offers = LocalCopies(settings, store, lease)
+    tasks = [asyncio.create_task(part.run()) for part in (offers.catalog, offers)]
+    key = keys.file_entry(mesh_id, MODEL, "n2")
+    try:
+        await asyncio.sleep(1)
+        assert await store.get(key, pb.ModelFile) is None  # no copy yet: nothing offered
+        copies.mkdir(parents=True)
+        partial = copy_path(copies, MODEL)
+        partial.parent.mkdir()
+        partial.write_bytes(source.read_bytes()[:1000])  # a copy cut short is not offered
+        await asyncio.sleep(1)
+        assert await store.get(key, pb.ModelFile) is None
+        partial.unlink()
+        there = ShardSource(store, mesh_id, "n2", None)
+        made = await obtain_model_copy(there, MODEL, copies, lambda *_: None)
+        offered = await eventually_get(store, key)
+        assert offered.path == str(made) and offered.size_bytes == source.stat().st_size
+    finally:
+        await offers.stop()
+        await offers.catalog.stop()
+        await asyncio.gather(*tasks)
+        await lease.stop()
+
+
+async def eventually_get(store: EtcdStore, key: str) -> pb.ModelFile:
+    for _ in range(50):
+        found = await store.get(key, pb.ModelFile)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing under {key}")
