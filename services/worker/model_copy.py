@@ -8,7 +8,6 @@ is unchanged."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from contextlib import aclosing
 from pathlib import Path
@@ -18,13 +17,7 @@ from meshllm.core.errors import InvalidRequest, Unavailable, UpstreamError
 from meshllm.core.gguf_header import HeaderError, read_header
 from meshllm.core.model_copies import copy_path
 
-from .shard_copy import ATTEMPTS, Progress, ShardSource, file_node
-
-logger = logging.getLogger(__name__)
-
-
-class _SourceChanged(Exception):
-    """The file being copied is not the one the partial copy came from."""
+from .shard_copy import Progress, ShardSource, StartOver, file_node, with_resumes
 
 
 async def obtain_model_copy(
@@ -44,23 +37,13 @@ async def obtain_model_copy(
 async def copy_model(registry: RegistryClient, model: str, dest: Path, progress: Progress) -> None:
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, ATTEMPTS + 1):
+
+    async def transfer() -> str:
         known = _version_of(part)
         offset = part.stat().st_size if known and part.exists() else 0
-        try:
-            version = await _fetch(registry, model, part, offset, known, progress)
-            break
-        except _SourceChanged:
-            logger.info("the file of %s changed during its copy; starting over", model)
-            _version_path(part).unlink(missing_ok=True)
-        except Unavailable as exc:
-            if attempt == ATTEMPTS:
-                raise
-            done = part.stat().st_size if part.exists() else 0
-            logger.info("copy of %s broke at %d bytes (%s); resuming", model, done, exc.message)
-            await asyncio.sleep(min(2.0**attempt, 30.0))
-    else:
-        raise Unavailable(f"the file of {model} kept changing while it was copied")
+        return await _fetch(registry, model, part, offset, known, progress)
+
+    version = await with_resumes(transfer, part, f"the file of {model}")
     try:
         await asyncio.to_thread(read_header, part)
     except (HeaderError, OSError, ValueError) as exc:
@@ -80,11 +63,12 @@ async def _fetch(
     progress: Progress,
 ) -> str:
     """Appends the file's bytes from `offset` to `part` (a fresh part when 0) and returns
-    the source's version; _SourceChanged when it is not `known`."""
+    the source's version; StartOver (its version mark dropped) when it is not `known`."""
     with part.open("ab" if offset else "wb") as out:
         async for chunk in registry.read_model(model, offset):
             if known and chunk.version != known:
-                raise _SourceChanged
+                _version_path(part).unlink(missing_ok=True)
+                raise StartOver
             if not known:
                 known = chunk.version
                 _version_path(part).write_text(known)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 from meshllm.core import keys
@@ -25,6 +26,7 @@ from meshllm.core.store import EtcdStore
 logger = logging.getLogger(__name__)
 ATTEMPTS = 5  # transfers tried (each resuming the last) before giving up for now
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,20 +76,15 @@ async def download(
         return
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, ATTEMPTS + 1):
+
+    async def transfer() -> None:
         offset = part.stat().st_size if part.exists() else 0
         if offset > record.size_bytes:
             part.unlink()
             offset = 0
-        try:
-            await _fetch(registry, model, record, part, offset, progress)
-            break
-        except Unavailable as exc:
-            if attempt == ATTEMPTS:
-                raise
-            done = part.stat().st_size if part.exists() else 0
-            logger.info("shard transfer broke at %d bytes (%s); resuming", done, exc.message)
-            await asyncio.sleep(min(2.0**attempt, 30.0))
+        await _fetch(registry, model, record, part, offset, progress)
+
+    await with_resumes(transfer, part, f"shard {record.spec.shard_id} of {model}")
     digest = await asyncio.to_thread(file_sha256, part)
     if digest != record.sha256:
         part.unlink()
@@ -96,6 +93,28 @@ async def download(
         )
     os.replace(part, dest)
     dest.with_name(dest.name + ".sha256").write_text(digest)
+
+
+class StartOver(Exception):
+    """The partial copy is of another file: the next attempt starts from nothing, at once."""
+
+
+async def with_resumes(transfer: Callable[[], Awaitable[T]], part: Path, what: str) -> T:
+    """`transfer()`, which resumes from the `part` file, tried ATTEMPTS times in all: again
+    after a broken transfer (Unavailable), with a doubling pause; again at once after
+    StartOver."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await transfer()
+        except StartOver:
+            logger.info("%s: the source changed during the transfer; starting over", what)
+        except Unavailable as exc:
+            if attempt == ATTEMPTS:
+                raise
+            done = part.stat().st_size if part.exists() else 0
+            logger.info("%s: transfer broke at %d bytes (%s); resuming", what, done, exc.message)
+            await asyncio.sleep(min(2.0**attempt, 30.0))
+    raise Unavailable(f"{what} kept changing while it was copied")
 
 
 async def _fetch(
