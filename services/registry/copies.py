@@ -3,7 +3,8 @@ name in its models or cache directory, or the copy a worker here made of it, of 
 size) is offered under this node as well, so placement may run it here, a split's peer here
 fills its RPC cache from the copy instead of receiving the weights over the network, and the
 model outlives the node it was registered on. The folders are looked at again whenever the
-catalog changes and every `copies_rescan_s`, so a copy a worker finishes is offered soon."""
+catalog changes, and with a copies folder every `copies_rescan_s`, so a copy a worker finishes
+is offered soon."""
 
 from __future__ import annotations
 
@@ -63,8 +64,10 @@ class LocalCopies(LoopComponent):
             for entry in list(self.catalog.items.values()):
                 if entry.name not in self._offered and entry.source.node != self._settings.node:
                     await self._offer(entry)
+            # Only a workers' copies folder fills without the catalog changing.
+            rescan = self._settings.copies_rescan_s if self._copies is not None else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._settings.copies_rescan_s)
+                await asyncio.wait_for(self._dirty.wait(), rescan)
 
     async def _offer(self, entry: pb.CatalogEntry) -> None:
         size = entry.facts.file_size_bytes

@@ -148,14 +148,15 @@ def build_nodes(
 
 def build_worker(record: pb.WorkerRecord, reserved: int) -> schema.Worker:
     d = record.device
+    sid, pinnable = stable_id(d)
     return schema.Worker(
         id=record.worker_id,
         device=schema.Device(
             id=d.id,
             name=d.name,
             backend=BACKENDS.get(d.kind, "unknown"),
-            stable_id=stable_id(d)[0],
-            pinnable=stable_id(d)[1],
+            stable_id=sid,
+            pinnable=pinnable,
             memory_total_bytes=d.memory_total_bytes,
             memory_budget_bytes=d.memory_budget_bytes,
             memory_reserved_bytes=reserved,
