@@ -19,7 +19,7 @@ from test_shard_delivery import CuttingProxy
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import keys
 from meshllm.core.clients import RegistryClient
-from meshllm.core.errors import InvalidRequest, NotFound
+from meshllm.core.errors import InvalidRequest, NotFound, UpstreamError
 from meshllm.core.model_copies import copy_path
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, LeaseKeeper
@@ -95,6 +95,17 @@ async def test_a_partial_copy_of_another_version_starts_over(
     Path(f"{dest}.part.version").write_text("4096:1")
     await copy_model(running.client, MODEL, dest, lambda *_: None)
     assert dest.read_bytes() == source.read_bytes()
+
+
+async def test_a_source_that_is_no_longer_a_gguf_is_refused_and_nothing_is_kept(
+    registry: tuple[RunningRegistry, Path], tmp_path: Path
+) -> None:
+    running, source = registry
+    source.write_bytes(b"not a model any more" * 1000)  # replaced after it was registered
+    dest = tmp_path / "n2" / "model.gguf"
+    with pytest.raises(UpstreamError, match="is not a whole GGUF"):
+        await copy_model(running.client, MODEL, dest, lambda *_: None)
+    assert not dest.exists() and not Path(f"{dest}.part").exists()
 
 
 async def test_what_the_registry_does_not_hold_is_refused(
