@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from compose import ComposeProject, build_image, container_engine, wait_until  # noqa: E402
 
-from meshllm.cli.etcd import free_port  # noqa: E402
 from meshllm.cli.network import lan_address  # noqa: E402
+from meshllm.core.ports import free_port  # noqa: E402
 
 DEFAULT_MODEL = Path.home() / ".cache" / "mesh-llm" / "models" / "smollm2-135m-instruct.gguf"
 OVERHEAD = [sys.executable, str(REPO / "bench" / "gateway_overhead.py")]

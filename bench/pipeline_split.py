@@ -43,10 +43,10 @@ import aiohttp
 import gateway_overhead as overhead
 from tunnel_ends import TunnelEnds
 
-from meshllm.cli.etcd import free_port
 from meshllm.cli.make_model import ModelShape, cached_model
 from meshllm.core import pki
 from meshllm.core.binaries import find_binary, find_companion
+from meshllm.core.ports import free_port
 from meshllm.core.process import ChildProcess
 from meshllm.registry.gguf_facts import read_facts
 from meshllm.worker.launchers import RpcServerLauncher, port_accepts

@@ -26,10 +26,10 @@ from typing import Any
 import gateway_overhead as overhead
 from helpers import LlamaServer, eventually, issue_credentials
 
-from meshllm.cli.etcd import free_port
 from meshllm.core import pki
 from meshllm.core.binaries import find_binary
 from meshllm.core.lifecycle import EmbeddedUvicorn
+from meshllm.core.ports import free_port
 from meshllm.core.streaming import relay_session, upstream_session
 from meshllm.gateway.guard import ApiGuard, ApiPolicy
 from meshllm.worker.relay import RelayApp

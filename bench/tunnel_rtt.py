@@ -34,8 +34,8 @@ from pathlib import Path
 
 from tunnel_ends import TunnelEnds, wait_port
 
-from meshllm.cli.etcd import free_port
 from meshllm.core import pki
+from meshllm.core.ports import free_port
 
 MESH = "m-bench-tunnel"
 ECHO = """

@@ -23,7 +23,7 @@ import pytest
 from helpers import cannot_run_here, descendants
 from netns import Host, Lab, netns_supported
 
-from meshllm.cli.etcd import free_port
+from meshllm.core.ports import free_port
 
 
 def mesh_llm(*args: str) -> list[str]:

@@ -15,11 +15,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from meshllm.cli.etcd import free_port
 from meshllm.core import keys, pki
 from meshllm.core.clients import RegistryClient
 from meshllm.core.grpc import make_server
 from meshllm.core.pki import Credentials
+from meshllm.core.ports import free_port
 from meshllm.core.process import ChildProcess, process_table
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import aiohttp
 
 from meshllm.core.errors import Unavailable
 from meshllm.core.pki import SERVER_NAME, Credentials
+from meshllm.core.ports import free_port
 from meshllm.core.process import ChildProcess
 
 from .network import bind_address
@@ -26,12 +26,6 @@ INSTALL_HINT = (
     "etcd is not installed: install it (Debian/Ubuntu: apt-get install etcd-server) "
     "or point to a running etcd with --etcd HOST:PORT"
 )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def find_etcd() -> str:

@@ -17,11 +17,12 @@ from aiohttp import web
 from meshllm.core import pki
 from meshllm.core.errors import InvalidRequest, MeshError
 from meshllm.core.invite import InviteToken
+from meshllm.core.ports import free_port
 from meshllm.core.store import EtcdStore
 
 from .authority import Authority, AuthorityFiles, open_door
 from .enrol import Membership, enrol
-from .etcd import EtcdServer, EtcdTls, free_port
+from .etcd import EtcdServer, EtcdTls
 from .network import bind_address
 
 INVITE_TTL_S = 24 * 3600  # the tokens a founding node prints

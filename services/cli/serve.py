@@ -10,6 +10,8 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from meshllm.core import pki
@@ -17,13 +19,13 @@ from meshllm.core.binaries import find_binary
 from meshllm.core.config import load_settings
 from meshllm.core.errors import Unavailable
 from meshllm.core.model_copies import COPIES
+from meshllm.core.ports import free_port, worker_port_range
 from meshllm.gateway.guard import read_keys
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.settings import RegistrySettings
 from meshllm.scheduler.settings import SchedulerSettings
 from meshllm.worker.settings import ModelOptions, SupervisorSettings, WorkerSettings
 
-from .etcd import free_port
 from .local import RunningNode
 from .membership import MeshAccess
 from .mesh_entry import find_mesh, found_mesh, join_mesh, publish
@@ -92,7 +94,7 @@ async def _run(
         names = await start_node_services(stack, opts, console, llama_server, common, access)
     await stack.start_service(
         "gateway",
-        load_settings(
+        lambda: load_settings(
             GatewaySettings,
             **{**common, "bind_host": opts.api_host},
             http_port=opts.port,
@@ -165,57 +167,77 @@ async def start_node_services(
     common: dict[str, object],
     access: MeshAccess,
 ) -> list[str]:
-    llama_cache = stack.state_dir / "llama-cache"  # the workers' (and their copies of files)
-    registry = load_settings(
-        RegistrySettings,
-        **common,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        copies_dir=str(llama_cache / COPIES),
+    known = (opts.port, opts.console_port, opts.tunnel_port)
+
+    def port(host: str = "127.0.0.1") -> int:
+        return free_port(host, avoid=known)
+
+    registry = await stack.start_service(
+        "registry",
+        lambda: load_settings(
+            RegistrySettings,
+            **common,
+            grpc_port=port(),
+            http_port=port(),
+            copies_dir=str(stack.llama_cache / COPIES),
+        ),
     )
-    await stack.start_service("registry", registry)
     names = await register_models(opts.models, opts.projectors, registry, access.tls, console)
     await stack.start_service(
         "scheduler",
-        load_settings(
+        lambda: load_settings(
             SchedulerSettings,
             **common,
-            grpc_port=free_port(),
-            http_port=free_port(),
+            grpc_port=port(),
+            http_port=port(),
             placement={"default_context": opts.context or 4096},
         ),
     )
-    bind = str(common["bind_host"])
     parts = opts.workers or [WorkerPart(opts.device, pinned=False)]
     for i, part in enumerate(parts):
-        models = part.pins(opts.models)
-        settings = load_settings(
-            WorkerSettings,
-            **common,
-            grpc_port=free_port(),
-            http_port=free_port(),
-            relay_port=free_port(bind),
-            tunnel_port=opts.tunnel_port + i if opts.tunnel_port else free_port(bind),
-            device=part.device,
-            cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
-            max_memory_bytes=int(opts.max_vram_gb * 1e9),
-            split=opts.split,
-            llama_cache_dir=str(llama_cache),
-            models=",".join(models),
-            model_options=[
-                ModelOptions(
-                    model=m, context=opts.contexts.get(m, 0), mmproj=opts.projectors.get(m, "")
-                )
-                for m in models
-                if m in opts.contexts or m in opts.projectors
-            ],
-            pin_to_device=part.pinned,
-            supervisor=SupervisorSettings(
-                llama_server=llama_server,
-                parallel=opts.parallel,
-                threads=opts.threads,
-                log_dir=str(stack.log_dir),
-            ),
-        )
+        settings = partial(worker_settings, opts, common, i, part, llama_server, stack, port)
         await stack.start_service("worker", settings, name=part.service_name(i, len(parts)))
     return names
+
+
+def worker_settings(
+    opts: ServeOptions,
+    common: dict[str, object],
+    index: int,
+    part: WorkerPart,
+    llama_server: str,
+    stack: Stack,
+    port: Callable[[str], int],
+) -> WorkerSettings:
+    """The `index`-th worker's settings, on fresh ports at each call."""
+    bind = str(common["bind_host"])
+    models = part.pins(opts.models)
+    return load_settings(
+        WorkerSettings,
+        **common,
+        grpc_port=port("127.0.0.1"),
+        http_port=port("127.0.0.1"),
+        relay_port=port(bind),
+        tunnel_port=opts.tunnel_port + index if opts.tunnel_port else port(bind),
+        device=part.device,
+        cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
+        max_memory_bytes=int(opts.max_vram_gb * 1e9),
+        split=opts.split,
+        llama_cache_dir=str(stack.llama_cache),
+        models=",".join(models),
+        model_options=[
+            ModelOptions(
+                model=m, context=opts.contexts.get(m, 0), mmproj=opts.projectors.get(m, "")
+            )
+            for m in models
+            if m in opts.contexts or m in opts.projectors
+        ],
+        pin_to_device=part.pinned,
+        supervisor=SupervisorSettings(
+            llama_server=llama_server,
+            port_range=worker_port_range(index),
+            parallel=opts.parallel,
+            threads=opts.threads,
+            log_dir=str(stack.log_dir),
+        ),
+    )

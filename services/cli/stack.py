@@ -13,16 +13,25 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
 from meshllm.core.config import BaseServiceSettings
 from meshllm.core.errors import Unavailable
+from meshllm.core.ports import PORT_TAKEN_EXIT
 from meshllm.core.process import ChildProcess, RestartBackoff
 
 from .etcd import EtcdServer
 from .serve_options import ServeError, ServeOptions
 from .terminal import Console
+
+SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
+PORT_ATTEMPTS = 3  # starts of a service whose ports keep being taken before serve gives up
+
+
+def service_env(settings: BaseServiceSettings) -> dict[str, str]:
+    return {**os.environ, **settings.to_env()}
 
 
 def service_backoff() -> RestartBackoff:
@@ -45,8 +54,18 @@ class Service:
     started_at: float = 0.0
     stop_grace_s: float = 30.0
     essential: bool = True  # one that keeps exiting takes the node down; else it is left
+    settings: BaseServiceSettings | None = None
+    settings_for: Callable[[], BaseServiceSettings] | None = None  # fresh ports at each call
+
+    @property
+    def port_taken(self) -> bool:
+        return self.process is not None and self.process.returncode == PORT_TAKEN_EXIT
 
     async def start(self) -> ChildProcess:
+        if self.port_taken and self.settings_for is not None:
+            self.settings = self.settings_for()
+            self.env = service_env(self.settings)
+            self.ready_url = self.settings.probe_url
         self.process = ChildProcess(
             self.name, self.argv, env=self.env, log_path=self.log_path, echo=self.echo
         )
@@ -98,6 +117,7 @@ class Stack:
         base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
         self.state_dir = Path(base)
         self.log_dir = self.state_dir / "logs"
+        self.llama_cache = self.state_dir / "llama-cache"  # the workers' and their file copies
 
     async def start_store(self, etcd: EtcdServer) -> None:
         self.console.say("starting the mesh's etcd on this machine (pass --etcd to use your own)")
@@ -124,20 +144,42 @@ class Stack:
             event="store_exposed",
         )
 
-    async def start_service(self, kind: str, settings: BaseServiceSettings, name: str = "") -> None:
+    async def start_service(
+        self, kind: str, settings_for: Callable[[], SettingsT], name: str = ""
+    ) -> SettingsT:
         """Starts `meshllm.<kind>` as `name` (default: the kind; a node runs several workers)
-        and waits until it is ready."""
+        and waits until it is ready; the settings it runs with. `settings_for` is asked again
+        for fresh ports whenever the service finds one of its ports taken."""
         name = name or kind
+        settings = settings_for()
         service = Service(
             name=name,
             argv=[sys.executable, "-m", f"meshllm.{kind}"],
-            env={**os.environ, **settings.to_env()},
+            env=service_env(settings),
             ready_url=settings.probe_url,
             log_path=self.log_dir / f"{name}.log",
             echo=self.opts.verbose,
+            settings=settings,
+            settings_for=settings_for,
         )
         self.services.append(service)
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return await self._started(service, type(settings))
+            except ServeError:
+                if not service.port_taken:
+                    raise
+            self.console.say(
+                f"{name} found a port it was given taken; starting it on others",
+                event="port_taken",
+                service=name,
+            )
+        return await self._started(service, type(settings))
+
+    async def _started(self, service: Service, settings_type: type[SettingsT]) -> SettingsT:
         await self.wait_ready(await service.start(), service.ready_url)
+        assert isinstance(service.settings, settings_type)
+        return service.settings
 
     async def start_extra(self, service: Service) -> None:
         """A child that is not one of the mesh's services (a plugin): started, not waited on."""

@@ -75,6 +75,12 @@ class Unavailable(MeshError):
     default_code = "unavailable"
 
 
+class PortTaken(Unavailable):
+    """A port this process was told to listen on is held by another."""
+
+    default_code = "port_taken"
+
+
 class InvalidRequest(MeshError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     http_status = 400

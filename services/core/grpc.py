@@ -14,8 +14,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import access
-from .errors import MeshError, Unavailable, from_grpc
+from .errors import MeshError, PortTaken, Unavailable, from_grpc
 from .pki import SERVER_NAME, Credentials, Identity
+from .ports import bindable
 
 logger = logging.getLogger(__name__)
 
@@ -164,16 +165,23 @@ def make_server(
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
     if security is not None:
         interceptors.insert(0, AccessInterceptor(security.mesh_id, security.revoked))
-    server = grpc.aio.server(interceptors=interceptors)
+    # grpc shares a port with any other SO_REUSEPORT socket by default: a taken port must fail
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if security is None:
-        port = server.add_insecure_port(bind)
-    else:
-        port = server.add_secure_port(bind, server_credentials(security.credentials))
+    try:
+        if security is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, server_credentials(security.credentials))
+    except RuntimeError:  # grpc's "Failed to bind"
+        port = 0
     if port == 0:
-        raise Unavailable(f"cannot listen for gRPC on {bind}: the port is taken or not allowed")
+        host, _, wanted = bind.rpartition(":")
+        if not bindable(host.strip("[]"), int(wanted)):
+            raise PortTaken(f"cannot listen for gRPC on {bind}: the port is taken")
+        raise Unavailable(f"cannot listen for gRPC on {bind}: the address is not allowed")
     return server, health_servicer, port
 
 

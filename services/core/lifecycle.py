@@ -21,8 +21,10 @@ from typing import Protocol
 import grpc
 import uvicorn
 
+from .errors import PortTaken
 from .httpserver import HEADER_TIMEOUT_S, BoundedHttpProtocol, ErrorShield
 from .pki import Credentials
+from .ports import bindable
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +139,18 @@ class EmbeddedUvicorn:
         return bool(self.server.started)
 
     async def run(self) -> None:
-        port = self.server.config.port
         try:
             await self.server.serve()
         except SystemExit as exc:  # uvicorn exits the process when it cannot bind
-            raise RuntimeError(f"HTTP server could not listen on port {port}") from exc
+            raise self._cannot_listen() from exc
         if not self.server.started and not self.server.should_exit:
-            raise RuntimeError(f"HTTP server could not listen on port {port}")
+            raise self._cannot_listen()
+
+    def _cannot_listen(self) -> Exception:
+        host, port = self.server.config.host, self.server.config.port
+        if not bindable(host, port):
+            return PortTaken(f"cannot listen for HTTP on {host}:{port}: the port is taken")
+        return RuntimeError(f"HTTP server could not listen on {host}:{port}")
 
     async def stop(self) -> None:
         self.server.should_exit = True

@@ -17,12 +17,13 @@ import grpc
 from . import keys
 from .access import RevokedSerials
 from .config import BaseServiceSettings, load_settings
-from .errors import MeshError
+from .errors import MeshError, PortTaken
 from .grpc import ServerSecurity, make_server, set_serving
 from .lifecycle import Component, EmbeddedUvicorn, GrpcServer, run_service
 from .logging import configure_logging
 from .metrics import record_build
 from .pki import Credentials
+from .ports import PORT_TAKEN_EXIT
 from .probes import create_probe_app
 from .proto.mesh.v1 import common_pb2 as pb
 from .store import EtcdStore, LeaseKeeper, PrefixCache
@@ -148,4 +149,4 @@ def service_main(
         asyncio.run(run_grpc_service(kind, settings, build, store_required=store_required))
     except MeshError as exc:
         logger.error("%s cannot run: %s", kind, exc.message)
-        sys.exit(1)
+        sys.exit(PORT_TAKEN_EXIT if isinstance(exc, PortTaken) else 1)

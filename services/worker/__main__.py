@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -14,6 +13,7 @@ from meshllm.core import keys
 from meshllm.core.access import check_exposure
 from meshllm.core.binaries import build_name, find_binary, find_companion
 from meshllm.core.lifecycle import Closer, EmbeddedUvicorn, LoopComponent
+from meshllm.core.ports import free_port
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import worker_pb2_grpc
 from meshllm.core.service import ServiceContext, ServiceParts, service_main
@@ -104,7 +104,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     rpc_server = find_companion("ggml-rpc-server", binary.path)
     if rpc_server is not None:  # without it this worker serves solo, never in a split
         binaries[RPC_SERVER] = rpc_server.path
-        agent.record.rpc_version = await rpc_version(rpc_server.path, free_loopback_port())
+        agent.record.rpc_version = await rpc_version(rpc_server.path, free_port())
         helper = find_companion(rpc_cache.HELPER, binary.path)
         agent.cache_helper = helper.path if helper is not None else None
     agent.record.tunnel_address = (
@@ -181,12 +181,6 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         ready=ready,
         announce=False,
     )
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cli() -> None:

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from meshllm.core.config import BaseServiceSettings, Section
 from meshllm.core.model_copies import COPIES
+from meshllm.core.ports import worker_port_range
 
 
 def _default_log_dir() -> str:
@@ -18,7 +19,10 @@ def _default_llama_cache() -> str:
 
 class SupervisorSettings(Section):
     llama_server: str = Field("", description="path of llama-server; empty: search (see binaries)")
-    port_range: str = Field("41000-41999", description="loopback ports for llama-server")
+    port_range: str = Field(
+        worker_port_range(0),
+        description="loopback ports for llama-server and rpc-server; each worker of a node its own",
+    )
     load_timeout_s: float = Field(300.0, gt=0)
     stop_grace_s: float = Field(10.0, gt=0)
     health_interval_s: float = Field(1.0, gt=0)

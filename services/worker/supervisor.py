@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
@@ -22,6 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from meshllm.core.errors import CapacityExhausted, Unavailable
+from meshllm.core.ports import bindable
 from meshllm.core.process import ChildProcess, RestartBackoff
 
 from .launchers import LAUNCHERS, Launcher
@@ -117,6 +117,12 @@ class ManagedInstance:
         """One process lifetime. Returns when it has failed; the monotonic time it became
         ready, or None if it never did."""
         launcher = self.launcher
+        if not bindable("127.0.0.1", self.port):  # taken while this instance was down
+            try:
+                self.port = self._sup.free_port()
+            except CapacityExhausted as exc:
+                await self._set(InstanceState.FAILED, exc.message)
+                return None
         argv = launcher.argv(self._sup.binary_for(launcher), self.spec, self.port)
         log_path = Path(self.settings.log_dir) / f"{self.spec.instance_id}.log"
         self.process = ChildProcess(
@@ -249,7 +255,7 @@ class Supervisor:
         if existing is not None:
             return existing
         self.binary_for(LAUNCHERS[spec.kind])  # a kind this worker cannot run fails here
-        instance = ManagedInstance(spec, self._free_port(), self)
+        instance = ManagedInstance(spec, self.free_port(), self)
         self.instances[spec.instance_id] = instance
         instance.task = asyncio.create_task(instance.run(), name=f"instance-{spec.instance_id}")
         return instance
@@ -262,10 +268,10 @@ class Supervisor:
         self.instances.pop(instance_id, None)
         return True
 
-    def _free_port(self) -> int:
+    def free_port(self) -> int:
         taken = {i.port for i in self.instances.values()}
         for port in self.settings.ports:
-            if port not in taken and _port_is_free(port):
+            if port not in taken and bindable("127.0.0.1", port):
                 return port
         raise CapacityExhausted(f"no free port in {self.settings.port_range} for llama-server")
 
@@ -278,12 +284,3 @@ class Supervisor:
         for rank in sorted({i.launcher.stop_rank for i in self.instances.values()}):
             ranked = [k for k, i in self.instances.items() if i.launcher.stop_rank == rank]
             await asyncio.gather(*(self.remove(k) for k in ranked))
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from meshllm.core import access
+from meshllm.core.errors import PortTaken
 from meshllm.core.grpc import SERVER_NAME
 from meshllm.core.pki import Credentials, Identity
 
@@ -94,7 +96,12 @@ class TunnelServer:
         """Listen (the caller checks first that `host` may be listened on without
         credentials: access.check_exposure)."""
         ssl = self._credentials.server_context() if self._credentials else None
-        self._server = await asyncio.start_server(self._accept, host, port, ssl=ssl)
+        try:
+            self._server = await asyncio.start_server(self._accept, host, port, ssl=ssl)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortTaken(f"cannot listen for the tunnel on {host}:{port}: taken") from exc
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:

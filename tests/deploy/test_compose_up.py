@@ -18,8 +18,8 @@ import pytest
 from compose import ComposeProject, build_image, container_engine_problem, wait_until
 from helpers import cannot_run_here
 
-from meshllm.cli.etcd import free_port
 from meshllm.cli.network import lan_address
+from meshllm.core.ports import free_port
 from meshllm.core.process import process_table
 
 # a cold image build (llama.cpp compiled inside) takes ~13 min on 2 cores; it runs in the

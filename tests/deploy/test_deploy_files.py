@@ -157,6 +157,9 @@ def test_worker_is_a_daemonset_with_a_worker_per_gpu(rendered: tuple[str, list[d
         env, own = env_of(container), {p["containerPort"] for p in container["ports"]}
         served = {int(env[k]) for k in ("MESH_GRPC_PORT", "MESH_HTTP_PORT", "MESH_RELAY_PORT")}
         assert served == own, container["name"]
+    llama = [port_range(env_of(c)["MESH_SUPERVISOR__PORT_RANGE"]) for c in workers]
+    taken = [p for r in llama for p in r]  # the llama-servers of one pod never share a port
+    assert len(set(taken)) == len(taken) and not set(taken) & set(ports)
     assert spec["nodeSelector"] and spec["tolerations"]
     assert any(v.get("hostPath") for v in spec["volumes"])
 
@@ -170,6 +173,11 @@ def test_a_cpu_worker_pod_asks_for_no_gpu(tools: Path) -> None:
     ]
     assert env_of(container)["MESH_DEVICE"] == "cpu"
     assert "limits" not in container["resources"]
+
+
+def port_range(value: str) -> range:
+    low, high = value.split("-")
+    return range(int(low), int(high) + 1)
 
 
 def env_of(container: dict) -> dict[str, str]:

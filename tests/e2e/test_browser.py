@@ -13,7 +13,7 @@ import httpx
 import pytest
 from harness import ServeProcess, local_serve
 
-from meshllm.cli.etcd import free_port
+from meshllm.core.ports import free_port
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-browser-test"

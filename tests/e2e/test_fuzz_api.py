@@ -18,7 +18,7 @@ from harness import ServeProcess, mesh_llm
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from meshllm.cli.etcd import free_port
+from meshllm.core.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

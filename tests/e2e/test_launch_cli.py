@@ -25,7 +25,7 @@ import pytest
 from harness import ServeProcess, local_serve, mesh_llm
 from helpers import cannot_run_here
 
-from meshllm.cli.etcd import free_port
+from meshllm.core.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 HARNESS_TIMEOUT_S = 180  # a tiny model may ramble to its output limit, and harnesses retry

@@ -16,7 +16,8 @@ import pytest
 from harness import local_serve
 from load import Load, judge
 
-from meshllm.cli.etcd import find_etcd, free_port
+from meshllm.cli.etcd import find_etcd
+from meshllm.core.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(600)]
 

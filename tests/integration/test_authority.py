@@ -15,10 +15,11 @@ from aiohttp import web
 
 from meshllm.cli.authority import Authority, AuthorityFiles, open_door
 from meshllm.cli.enrol import AuthorityClient, Membership, enrol
-from meshllm.cli.etcd import EtcdServer, EtcdTls, free_port
+from meshllm.cli.etcd import EtcdServer, EtcdTls
 from meshllm.core import keys, pki
 from meshllm.core.errors import MeshError, Unavailable
 from meshllm.core.invite import InvalidToken, decode_token
+from meshllm.core.ports import free_port
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from meshllm.cli.etcd import free_port
 from meshllm.core.binaries import find_companion
+from meshllm.core.ports import free_port
 from meshllm.worker.binaries import rpc_version
 
 

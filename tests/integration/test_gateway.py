@@ -12,9 +12,9 @@ import httpx
 import pytest
 from helpers import LlamaServer, eventually, publish_endpoint
 
-from meshllm.cli.etcd import free_port
 from meshllm.core import keys
 from meshllm.core.lifecycle import EmbeddedUvicorn
+from meshllm.core.ports import free_port
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
 from meshllm.core.streaming import upstream_session

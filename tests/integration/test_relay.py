@@ -13,9 +13,9 @@ import httpx
 import pytest
 from helpers import LlamaServer, eventually, issue_credentials
 
-from meshllm.cli.etcd import free_port
 from meshllm.core import pki
 from meshllm.core.lifecycle import EmbeddedUvicorn
+from meshllm.core.ports import free_port
 from meshllm.core.streaming import RELAY_ERROR_HEADER, relay_session, upstream_session
 from meshllm.worker.relay import RelayApp
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from meshllm.cli.etcd import EtcdServer, free_port
+from meshllm.cli.etcd import EtcdServer
 from meshllm.core import keys
 from meshllm.core.clients import SchedulerClient
 from meshllm.core.errors import Unavailable
+from meshllm.core.ports import free_port
 from meshllm.core.process import ChildProcess
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore, Fence, FenceLost, LeaseKeeper

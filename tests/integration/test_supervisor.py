@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,14 +43,15 @@ def make_supervisor(
     http: aiohttp.ClientSession,
     tmp_path: Path,
     states: list[tuple[str, InstanceState]],
+    restart_backoff_s: float = 0.2,
 ) -> Supervisor:
     settings = SupervisorSettings(
         log_dir=str(tmp_path),
-        restart_backoff_s=0.2,
+        restart_backoff_s=restart_backoff_s,
         health_interval_s=0.2,
         stop_grace_s=3,
         load_timeout_s=30,
-        port_range="42000-42099",
+        port_range="32000-32099",
     )
 
     async def record(instance: ManagedInstance) -> None:
@@ -113,6 +116,37 @@ async def test_crash_is_restarted_with_backoff(
         assert instance.process.pid != first_pid  # type: ignore[union-attr]
         assert instance.last_exit_code == -signal.SIGKILL
         assert InstanceState.FAILED in [s for _, s in states]
+    finally:
+        await supervisor.stop()
+
+
+async def test_a_port_taken_while_the_instance_was_down_is_left_for_another(
+    llama_server_bin: str, tiny_model: Path, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    supervisor = make_supervisor(llama_server_bin, http, tmp_path, [], restart_backoff_s=1.0)
+    instance = supervisor.start(spec(tiny_model))
+    try:
+        assert await instance.wait_settled(30) == InstanceState.READY
+        first_port = instance.port
+        os.kill(instance.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        with socket.socket() as other:  # another program takes the port before the restart
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            for _ in range(200):
+                with contextlib.suppress(OSError):
+                    other.bind(("127.0.0.1", first_port))
+                    break
+                await asyncio.sleep(0.005)
+            other.listen()
+            for _ in range(300):
+                if instance.restart_count == 1 and instance.state == InstanceState.READY:
+                    break
+                await asyncio.sleep(0.05)
+            assert instance.state == InstanceState.READY and instance.port != first_port
+            async with http.post(
+                f"http://127.0.0.1:{instance.port}/completion",
+                json={"prompt": "hi", "n_predict": 2},
+            ) as reply:
+                assert reply.status == 200
     finally:
         await supervisor.stop()
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from meshllm.cli.etcd import EtcdServer, free_port
+from meshllm.cli.etcd import EtcdServer
 from meshllm.core import keys
+from meshllm.core.ports import free_port
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.store import EtcdStore
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from meshllm.cli import launchers as ln
-from meshllm.cli.etcd import free_port
 from meshllm.cli.main import main
+from meshllm.core.ports import free_port
 
 BASE = "http://127.0.0.1:9400"
 SMALL = ln.Served("smollm2-135m-instruct", 98_362_432, 8192)
