@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from meshllm.core.ports import free_port
 from meshllm.core.process import process_table
 
 pytestmark = pytest.mark.e2e
@@ -152,12 +153,6 @@ def test_make_model(tmp_path: Path) -> None:
         "invalid model shape",
         "multiple of heads",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_etcd_is_found_on_path() -> None:
