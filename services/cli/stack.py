@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -116,6 +117,7 @@ class Stack:
         self.closers: list[Callable[[], Awaitable[None]]] = []  # run before the children stop
         base = opts.state_dir or os.path.join(tempfile.gettempdir(), f"mesh-llm-{os.getpid()}")
         self.state_dir = Path(base)
+        self.temporary = not opts.state_dir  # this run's alone: emptied at exit but for logs
         self.log_dir = self.state_dir / "logs"
         self.llama_cache = self.state_dir / "llama-cache"  # the workers' and their file copies
 
@@ -212,6 +214,21 @@ class Stack:
         for service in reversed(self.services):
             if service.process is not None:
                 await service.process.stop(grace_s=service.stop_grace_s)
+        if self.temporary:
+            self.clear_state()
+
+    def clear_state(self) -> None:
+        """Everything a run in a temporary folder made but its logs: etcd's data, the mesh's
+        keys, copies of models would otherwise pile up run after run."""
+        if not self.state_dir.is_dir():
+            return
+        for entry in self.state_dir.iterdir():
+            if entry == self.log_dir:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 async def watch_children(stack: Stack, stop: asyncio.Event) -> int:

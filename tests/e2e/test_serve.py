@@ -16,6 +16,8 @@ import pytest
 from harness import ServeProcess, local_serve, mesh_llm
 from helpers import descendants, pid_alive, start_time
 
+from meshllm.core.ports import free_port
+
 pytestmark = pytest.mark.e2e
 TTL_S = 3  # the services' default lease TTL
 
@@ -305,3 +307,33 @@ def test_api_keys_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
         assert client.completions.create(**body).choices  # type: ignore[call-overload]
     finally:
         running.stop()
+
+
+def test_a_run_without_a_state_dir_leaves_only_its_logs(tmp_path: Path, tiny_model: Path) -> None:
+    port = free_port()
+    running = ServeProcess(
+        "serve",
+        [
+            "env",
+            f"TMPDIR={tmp_path}",
+            *mesh_llm(
+                "serve",
+                "--gguf",
+                str(tiny_model),
+                "--port",
+                str(port),
+                "--console-port",
+                "0",
+                "--json",
+            ),
+        ],
+        api=f"http://127.0.0.1:{port}/v1",
+    ).start()
+    try:
+        running.wait_event("model_ready")
+        [state] = list(tmp_path.glob("mesh-llm-*"))
+        assert {"etcd", "credentials", "logs"} <= {p.name for p in state.iterdir()}
+    finally:
+        running.stop()
+    assert [p.name for p in state.iterdir()] == ["logs"]
+    assert (state / "logs" / "worker.log").stat().st_size > 0

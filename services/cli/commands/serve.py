@@ -177,7 +177,12 @@ def add_mesh_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node", default="", help="this machine's name in the mesh (default: hostname)"
     )
-    parser.add_argument("--state-dir", default="", help="where logs and etcd data go")
+    parser.add_argument(
+        "--state-dir",
+        default="",
+        help="where logs, etcd's data, the mesh's keys and copies of models go (default: a "
+        "folder in the temp dir for this run alone, emptied but for its logs when it stops)",
+    )
     parser.add_argument("--json", action="store_true", help="print events as JSON lines")
     parser.add_argument("--verbose", action="store_true", help="show the services' logs")
 
