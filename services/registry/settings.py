@@ -43,3 +43,8 @@ class RegistrySettings(BaseServiceSettings):
         DEFAULT_MIN_SAME_TOP, ge=0, le=1, description="the quality gate: how often a shard's "
         "most likely token must be the full model's, at least"
     )  # fmt: skip
+
+    @property
+    def shard_path(self) -> Path:
+        """Where the expert shards this registry writes are kept, a folder per model."""
+        return Path(self.cache_dir).expanduser() / "shards"

@@ -57,7 +57,7 @@ class ShardMaker:
         self._settings = settings
         self._store = store
         self._perplexity = perplexity
-        self._root = Path(settings.cache_dir).expanduser() / "shards"
+        self._root = settings.shard_path
         self._lock = asyncio.Lock()
 
     def _folder(self, model: str) -> Path:

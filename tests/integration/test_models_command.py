@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fake_hub import FakeHub
 
+from meshllm.core.model_copies import COPIES, copy_path
 from meshllm.registry import model_catalog
 from meshllm.registry.downloads import Manifest
 
@@ -118,6 +120,35 @@ def test_a_model_used_recently_is_kept(models: Models) -> None:
     manifest.touch(Path(got["path"]))  # the mesh served it just now
     assert models.json("cleanup", "--unused-since", "1d", "--yes")["files"] == []
     assert Path(got["path"]).exists()
+
+
+def test_shards_and_copies_are_the_mesh_s_to_clean_up(models: Models) -> None:
+    llama_cache = models.root / "llama-cache"
+    models.env["MESH_LLAMA_CACHE_DIR"] = str(llama_cache)
+    made = models.root / "cache" / "shards" / quote("org/moe", safe="") / "s1.gguf"  # registry
+    delivered = llama_cache / "shards" / "moe" / "s2.gguf"  # a worker's, from a registry
+    copy = copy_path(llama_cache / COPIES, "dense")
+    sides = [made.with_suffix(".json"), delivered.with_name("s2.gguf.sha256")]
+    sides.append(copy.with_name("model.gguf.version"))
+    for path in [made, delivered, copy, *sides]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"GGUF" + bytes(100))
+    long_ago = time.time() - 40 * 86400
+    for path in (made, copy):
+        os.utime(path, (long_ago, long_ago))
+    os.utime(delivered, (time.time(), long_ago))  # made long ago, read just now
+
+    listing = {f["path"]: f for f in models.json("installed")}
+    assert listing[str(made)]["origin"] == "expert shard of org/moe"
+    assert listing[str(delivered)]["origin"] == "expert shard of moe"
+    assert listing[str(copy)]["origin"] == "copy of dense"
+    assert all(listing[str(p)]["managed"] for p in (made, delivered, copy))
+
+    done = models.json("cleanup", "--unused-since", "30d", "--yes")
+    assert sorted(f["path"] for f in done["files"]) == sorted([str(made), str(copy)])
+    assert done["bytes"] == 2 * 104
+    assert not made.parent.exists() and not copy.parent.exists()  # with their side files
+    assert delivered.exists() and sides[1].exists()
 
 
 @pytest.mark.parametrize(

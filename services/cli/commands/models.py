@@ -7,10 +7,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..tables import size_text, table_lines
 from .common import Subcommands, fail, help_of
+
+if TYPE_CHECKING:
+    from ..model_files import Derived
 
 
 def add_parser(commands: Subcommands) -> None:
@@ -47,14 +50,16 @@ def add_parser(commands: Subcommands) -> None:
         "installed",
         help="the model files on this machine",
         description="Every model file the mesh knows of here: mesh-managed (downloaded by the "
-        "mesh) or external (yours), its size and when the mesh last used it.",
+        "mesh, or made by it: expert shards, copies of models whose file is on another node) "
+        "or external (yours), its size and when the mesh last used it.",
     )
     listing.set_defaults(run=run_installed)
     cleanup = tools.add_parser(
         "cleanup",
         help="delete the mesh's downloads unused for a while",
-        description="List the mesh-managed model files not used (nor downloaded) within "
-        "--unused-since; delete them only with --yes. External files are never touched.",
+        description="List the mesh-managed model files (downloads, expert shards, copies) "
+        "neither used nor made within --unused-since; delete them only with --yes. External "
+        "files are never touched.",
     )
     cleanup.add_argument(
         "--unused-since", default="30d", metavar="DURATION", help="90s, 30m, 24h, 30d (30d)"
@@ -64,6 +69,22 @@ def add_parser(commands: Subcommands) -> None:
     for parser in (search, show, download, listing, cleanup):
         parser.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(run=lambda args: help_of(models))
+
+
+def _derived() -> list[Derived]:
+    """The folders of shards and copies, as this machine's registry and worker keep them."""
+    from meshllm.core.config import load_settings
+    from meshllm.registry.settings import RegistrySettings
+    from meshllm.worker.settings import WorkerSettings
+
+    from ..model_files import Derived
+
+    registry, worker = load_settings(RegistrySettings), load_settings(WorkerSettings)
+    return [
+        Derived(registry.shard_path, "expert shard"),
+        Derived(worker.shard_path, "expert shard"),
+        Derived(worker.copy_path, "copy"),
+    ]
 
 
 def _folders() -> tuple[Path, Path, Path]:
@@ -176,7 +197,7 @@ def run_installed(args: argparse.Namespace) -> int:
 
     from ..model_files import installed
 
-    files = installed(*_folders())
+    files = installed(*_folders(), _derived())
     if args.json:
         print(json.dumps([asdict(f) for f in files]))
         return 0
@@ -217,7 +238,8 @@ def run_cleanup(args: argparse.Namespace) -> int:
     if window <= 0:
         return fail("--unused-since must be a duration such as 30d")
     models_dir, cache_dir, hub_cache = _folders()
-    doomed = unused(installed(models_dir, cache_dir, hub_cache), time.time(), window)
+    found = installed(models_dir, cache_dir, hub_cache, _derived())
+    doomed = unused(found, time.time(), window)
     if args.yes:
         for f in doomed:
             delete(f, cache_dir)
