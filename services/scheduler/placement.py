@@ -74,9 +74,40 @@ def memory_needed(facts: pb.ModelFacts, context: int, settings: PlacementSetting
     )
 
 
-def assignment_id(model: str, origin: str, worker: pb.WorkerRecord) -> str:
+def assignment_id(model: str, origin: str, worker: Worker) -> str:
     key = f"{model}@{origin}@{worker.node}/{worker.worker_id}"
     return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What placement reads of a worker's record, as plain attributes: a plan of a large
+    mesh reads them hundreds of thousands of times, and a protobuf field costs about three
+    times a plain one (bench/planner_scale.py)."""
+
+    record: pb.WorkerRecord
+    node: str
+    worker_id: str
+    key: tuple[str, str]
+    budget: int  # the device's memory budget, in bytes
+    gbps: float  # its measured memory bandwidth; 0: not measured
+    draining: bool
+    pins_models: bool
+    rpc_version: str
+
+    @classmethod
+    def of(cls, record: pb.WorkerRecord) -> Worker:
+        return cls(
+            record,
+            record.node,
+            record.worker_id,
+            (record.node, record.worker_id),
+            record.device.memory_budget_bytes,
+            gbps if (gbps := record.device.memory_bandwidth_gbps) > 0 else 0.0,  # NaN too
+            record.draining,
+            record.pins_models,
+            record.rpc_version,
+        )
 
 
 @dataclass(frozen=True)
@@ -195,19 +226,21 @@ def plan(
     wants: Iterable[Want],
     catalog: Mapping[str, pb.CatalogEntry],
     files: Mapping[str, set[str]],
-    workers: Iterable[pb.WorkerRecord],
+    workers: Iterable[pb.WorkerRecord | Worker],
     assignments: Mapping[str, pb.Assignment],
     settings: PlacementSettings,
     rtt: RttFn = no_rtt,
     moe: MoeInputs = NO_MOE,
 ) -> Plan:
-    """`files`: model → nodes holding its file. `assignments`: key → Assignment. `rtt`: the
+    """`workers`: their records, or views of them kept from plan to plan (MeshView's).
+    `files`: model → nodes holding its file. `assignments`: key → Assignment. `rtt`: the
     measured round-trip time between two nodes. `moe`: rankings and shard records."""
     result = Plan()
     wants = list(wants)
     wanted = {(w.model, w.origin): w for w in wants}
     # in (node, worker) order, once: every search below walks it in that order
-    live = dict(sorted(((w.node, w.worker_id), w) for w in workers))
+    views = (w if isinstance(w, Worker) else Worker.of(w) for w in workers)
+    live = {w.key: w for w in sorted(views, key=lambda w: w.key)}
     used: dict[tuple[str, str], int] = dict.fromkeys(live, 0)
     served: dict[tuple[str, str], int] = {}  # want → replica groups kept
     shard_groups: list[list[pb.Assignment]] = []
@@ -276,8 +309,8 @@ def plan(
 
 
 def standby_workers(
-    wants: Iterable[Want], live: Mapping[tuple[str, str], pb.WorkerRecord]
-) -> dict[tuple[str, str], pb.WorkerRecord]:
+    wants: Iterable[Want], live: Mapping[tuple[str, str], Worker]
+) -> dict[tuple[str, str], Worker]:
     """The workers that take the mesh's replicas: none that serves models of its node's own,
     whether its record says so (from its start) or a pin does — a pin without devices
     claims every worker of its node, one with devices only those."""
@@ -293,11 +326,11 @@ def standby_workers(
 
 def _where(
     want: Want,
-    live: Mapping[tuple[str, str], pb.WorkerRecord],
-    standby: Mapping[tuple[str, str], pb.WorkerRecord],
+    live: Mapping[tuple[str, str], Worker],
+    standby: Mapping[tuple[str, str], Worker],
     result: Plan,
     first: bool,
-) -> dict[tuple[str, str], pb.WorkerRecord]:
+) -> Mapping[tuple[str, str], Worker]:
     """The workers one more replica of the want may use: its pinned devices that do not hold
     it yet; for another pin any worker (the first replica may share a device with another's);
     for the mesh's replicas the standby workers without it."""
@@ -305,11 +338,11 @@ def _where(
         pinned = {(want.origin, d) for d in want.devices}
         return {k: w for k, w in _without_model(live, want.model, result).items() if k in pinned}
     if want.origin:
-        return dict(live) if first else _without_model(live, want.model, result)
+        return live if first else _without_model(live, want.model, result)
     return _without_model(standby, want.model, result)
 
 
-def _nowhere(want: Want, standby: Mapping[tuple[str, str], pb.WorkerRecord]) -> str:
+def _nowhere(want: Want, standby: Mapping[tuple[str, str], Worker]) -> str:
     if want.devices:
         names = ", ".join(want.devices)
         return f"pinned to {names} of {want.origin}, which does not report (yet) or serves it"
@@ -326,9 +359,7 @@ def _on_a_pinned_device(lead: pb.Assignment, want: Want | None) -> bool:
     return want is None or not want.devices or lead.worker_id in want.devices
 
 
-def _shard_serves(
-    a: pb.Assignment, live: Mapping[tuple[str, str], pb.WorkerRecord], moe: MoeInputs
-) -> bool:
+def _shard_serves(a: pb.Assignment, live: Mapping[tuple[str, str], Worker], moe: MoeInputs) -> bool:
     return (a.node, a.worker_id) in live and not moe.failed(a)
 
 
@@ -346,7 +377,7 @@ def groups_of(assignments: Mapping[str, pb.Assignment]) -> list[list[tuple[str, 
 
 
 def group_is_whole(
-    members: list[tuple[str, pb.Assignment]], live: Mapping[tuple[str, str], pb.WorkerRecord]
+    members: list[tuple[str, pb.Assignment]], live: Mapping[tuple[str, str], Worker]
 ) -> bool:
     """A lead, every member on a live worker, and exactly the peers the lead names."""
     lead = members[0][1]
@@ -373,7 +404,7 @@ def _place(
     want: Want,
     catalog: Mapping[str, pb.CatalogEntry],
     files: Mapping[str, set[str]],
-    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    live: Mapping[tuple[str, str], Worker],
     used: dict[tuple[str, str], int],
     settings: PlacementSettings,
     result: Plan,
@@ -433,11 +464,11 @@ def _place(
         reasons=reasons,
         origin=want.origin,
     )
-    result.create.append((worker, assignment))
+    result.create.append((worker.record, assignment))
     return True, reasons
 
 
-def _no_standby(standby: Mapping[tuple[str, str], pb.WorkerRecord]) -> str:
+def _no_standby(standby: Mapping[tuple[str, str], Worker]) -> str:
     if standby:
         return "every standby device that could take it serves it already"
     return (
@@ -447,31 +478,31 @@ def _no_standby(standby: Mapping[tuple[str, str], pb.WorkerRecord]) -> str:
 
 
 def _without_model(
-    live: Mapping[tuple[str, str], pb.WorkerRecord], model: str, result: Plan
-) -> dict[tuple[str, str], pb.WorkerRecord]:
+    live: Mapping[tuple[str, str], Worker], model: str, result: Plan
+) -> Mapping[tuple[str, str], Worker]:
     """The workers that do not serve the model yet: a second replica on one device helps
     nothing."""
     holding = {(a.node, a.worker_id) for _, a in [*result.keep, *result.create] if a.model == model}
-    return {k: w for k, w in live.items() if k not in holding}
+    return {k: w for k, w in live.items() if k not in holding} if holding else live
 
 
 def _create(
-    group: list[tuple[pb.WorkerRecord, pb.Assignment]],
+    group: list[tuple[Worker, pb.Assignment]],
     used: dict[tuple[str, str], int],
     result: Plan,
 ) -> None:
     for w, a in group:
-        used[(w.node, w.worker_id)] += a.memory_bytes
-        result.create.append((w, a))
+        used[w.key] += a.memory_bytes
+        result.create.append((w.record, a))
 
 
 def _free_devices(
-    live: Mapping[tuple[str, str], pb.WorkerRecord], used: Mapping[tuple[str, str], int]
+    live: Mapping[tuple[str, str], Worker], used: Mapping[tuple[str, str], int]
 ) -> list[split.Device]:
     return [
-        split.Device(w.node, w.worker_id, w.device.memory_budget_bytes - used.get(key, 0))
+        split.Device(w.node, w.worker_id, w.budget - used.get(key, 0))
         for key, w in live.items()
-        if not w.draining and w.device.memory_budget_bytes > used.get(key, 0)
+        if not w.draining and w.budget > used.get(key, 0)
     ]
 
 
@@ -480,10 +511,10 @@ def _shard_group(
     model: MoeModel,
     context: int,
     files: Mapping[str, set[str]],
-    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    live: Mapping[tuple[str, str], Worker],
     used: Mapping[tuple[str, str], int],
     moe: MoeInputs,
-) -> tuple[list[tuple[pb.WorkerRecord, pb.Assignment]], list[str]]:
+) -> tuple[list[tuple[Worker, pb.Assignment]], list[str]]:
     """One shard assignment per device of an expert-shard plan, or none with reasons."""
     if not files.get(want.model):
         return [], ["shards: no registry holds the file to write them from"]
@@ -530,7 +561,7 @@ def _shard_group(
 
 def _shard_assignment(
     want: Want,
-    worker: pb.WorkerRecord,
+    worker: Worker,
     spec: pb.ShardSpec,
     model: MoeModel,
     context: int,
@@ -555,7 +586,7 @@ def _shard_assignment(
 def _replace_lost_shards(
     group: list[pb.Assignment],
     catalog: Mapping[str, pb.CatalogEntry],
-    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    live: Mapping[tuple[str, str], Worker],
     used: dict[tuple[str, str], int],
     settings: PlacementSettings,
     moe: MoeInputs,
@@ -594,11 +625,11 @@ def _split_group(
     want: Want,
     need: int,
     context: int,
-    hosts: list[pb.WorkerRecord],
-    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    hosts: list[Worker],
+    live: Mapping[tuple[str, str], Worker],
     used: Mapping[tuple[str, str], int],
     rtt: RttFn,
-) -> tuple[list[tuple[pb.WorkerRecord, pb.Assignment]], list[str]]:
+) -> tuple[list[tuple[Worker, pb.Assignment]], list[str]]:
     """The host's and peers' assignments of a split (peers first), or none with reasons."""
     if not hosts:  # the reasons already say where the file is not; nothing to search
         return [], []
@@ -606,7 +637,7 @@ def _split_group(
     devices = [
         split.Device(key[0], key[1], free, w.rpc_version, key in can_host)
         for key, w in live.items()
-        if not w.draining and (free := w.device.memory_budget_bytes - used.get(key, 0)) > 0
+        if not w.draining and (free := w.budget - used.get(key, 0)) > 0
     ]
     if not devices:
         return [], []
@@ -668,7 +699,7 @@ def _can_go_home(
     a: pb.Assignment,
     catalog: Mapping[str, pb.CatalogEntry],
     files: Mapping[str, set[str]],
-    live: Mapping[tuple[str, str], pb.WorkerRecord],
+    live: Mapping[tuple[str, str], Worker],
     used: Mapping[tuple[str, str], int],
 ) -> bool:
     """A pinned replica serving away from its node, whose node could take it now."""
@@ -682,8 +713,8 @@ def _can_go_home(
 
 
 def _with_file(
-    entry: pb.CatalogEntry, nodes: set[str], workers: Iterable[pb.WorkerRecord]
-) -> tuple[list[pb.WorkerRecord], list[str]]:
+    entry: pb.CatalogEntry, nodes: set[str], workers: Iterable[Worker]
+) -> tuple[list[Worker], list[str]]:
     """Where a model runs from its file: for a model from a local path, where a registry
     holds the file (elsewhere only from a copy, which `_place` falls back to); a fetchable
     one (a built-in) anywhere."""
@@ -709,41 +740,43 @@ def _more(count: int, what: str) -> list[str]:
 
 
 def choose_worker(
-    need: int, workers: Iterable[pb.WorkerRecord], used: Mapping[tuple[str, str], int]
-) -> tuple[pb.WorkerRecord | None, list[str]]:
+    need: int, workers: Iterable[Worker], used: Mapping[tuple[str, str], int]
+) -> tuple[Worker | None, list[str]]:
     """Among the workers `need` fits, the one with the highest measured memory bandwidth
     (`Device.memory_bandwidth_gbps`; not measured counts as 0), then the most room left after
     `need`, then node and worker id; and why. Only the MAX_LISTED rejected workers closest to
     fitting are named; the rest are counted, so a reason stays short in a mesh of thousands."""
-    best: tuple[float, int, str, str] | None = None
-    chosen: pb.WorkerRecord | None = None
-    draining: list[pb.WorkerRecord] = []
-    small: list[tuple[int, pb.WorkerRecord]] = []
+    chosen: Worker | None = None
+    best = (0.0, 0)  # the chosen one's bandwidth and room left
+    draining: list[Worker] = []
+    small: list[tuple[int, Worker]] = []
+    room = used.get
     for w in workers:
-        left = w.device.memory_budget_bytes - used.get((w.node, w.worker_id), 0)
+        left = w.budget - room(w.key, 0)
         if w.draining:
             draining.append(w)
         elif left < need:
             small.append((left, w))
-        else:
-            gbps = w.device.memory_bandwidth_gbps
-            rank = (-gbps if gbps > 0 else 0.0, need - left, w.node, w.worker_id)
-            if best is None or rank < best:
-                best, chosen = rank, w
+        elif (
+            chosen is None
+            or (w.gbps, left) > best
+            or ((w.gbps, left) == best and w.key < chosen.key)
+        ):
+            best, chosen = (w.gbps, left), w
     closest = heapq.nlargest(MAX_LISTED, small, key=lambda item: item[0])
     reasons = [
         f"{w.node}/{w.worker_id}: needs {fmt_bytes(need)}, has {fmt_bytes(max(left, 0))} "
-        f"of {fmt_bytes(w.device.memory_budget_bytes)} free"
+        f"of {fmt_bytes(w.budget)} free"
         for left, w in closest
     ]
     reasons += _more(len(small), "with less room")
     reasons += [f"{w.node}/{w.worker_id}: draining" for w in draining[:MAX_LISTED]]
     reasons += _more(len(draining), "draining")
-    if chosen is None or best is None:
+    if chosen is None:
         return None, reasons or ["no worker in the mesh"]
     reasons.insert(
         0,
         f"{chosen.node}/{chosen.worker_id}: fits solo ({fmt_bytes(need)}), "
-        f"{fmt_bytes(-best[1])} left after",
+        f"{fmt_bytes(best[1] - need)} left after",
     )
     return chosen, reasons

@@ -47,6 +47,21 @@ class MeshView:
             self.shards,
         ]
         self.caches = [*self.inputs, self.placement]
+        self._views: dict[str, placement.Worker] = {}  # worker key → view of its record
+
+    def worker_views(self) -> list[placement.Worker]:
+        """The worker records as placement reads them, each made once per version of its
+        record: a steady plan allocates none (a thousand new objects living through every
+        plan set off collections of the whole heap, quadrupling the slowest plans)."""
+        old, self._views = self._views, {}
+        for key, record in self.workers.items.items():
+            view = old.get(key)
+            self._views[key] = (
+                view
+                if view is not None and view.record is record
+                else (placement.Worker.of(record))
+            )
+        return list(self._views.values())
 
     def file_nodes(self) -> dict[str, set[str]]:
         nodes: dict[str, set[str]] = {}
@@ -198,7 +213,7 @@ def plan_mesh(
         ),
         view.catalog_by_name(),
         view.file_nodes(),
-        view.workers.items.values(),
+        view.worker_views(),
         view.assignments.items,
         settings,
         view.rtt_between(),

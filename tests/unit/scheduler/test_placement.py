@@ -5,6 +5,7 @@ import pytest
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.scheduler.placement import (
     Want,
+    Worker,
     choose_worker,
     context_for,
     memory_needed,
@@ -465,7 +466,7 @@ def test_choose_worker_prefers_bandwidth_then_room(
     used_gib: dict[str, float],
     chosen: str | None,
 ) -> None:
-    records = [measured(node, budget, gbps) for node, budget, gbps in workers]
+    records = [Worker.of(measured(node, budget, gbps)) for node, budget, gbps in workers]
     used = {(node, "gpu0"): int(gib * GiB) for node, gib in used_gib.items()}
     worker, _ = choose_worker(int(need_gib * GiB), records, used)
     assert (worker.node if worker is not None else None) == chosen
@@ -475,20 +476,23 @@ def test_choose_worker_prefers_bandwidth_then_room(
 
 
 def test_equal_bandwidth_room_and_node_fall_to_the_worker_id() -> None:
-    records = [measured("a", 8, 936, worker_id="gpu1"), measured("a", 8, 936, worker_id="gpu0")]
+    records = [
+        Worker.of(measured("a", 8, 936, worker_id="gpu1")),
+        Worker.of(measured("a", 8, 936, worker_id="gpu0")),
+    ]
     worker, _ = choose_worker(GiB, records, {})
     assert worker is not None and worker.worker_id == "gpu0"
 
 
 def test_a_draining_fast_worker_is_passed_over_and_named() -> None:
-    records = [measured("a", 80, 3350, draining=True), measured("b", 24, 936)]
+    records = [Worker.of(measured("a", 80, 3350, draining=True)), Worker.of(measured("b", 24, 936))]
     worker, reasons = choose_worker(4 * GiB, records, {})
     assert worker is not None and worker.node == "b"
     assert "a/gpu0: draining" in reasons
 
 
 def test_the_reasons_keep_their_format_with_bandwidth() -> None:
-    records = [measured("a", 8, 3350), measured("b", 24, 936), measured("c", 2, 4000)]
+    records = [Worker.of(measured(*m)) for m in (("a", 8, 3350), ("b", 24, 936), ("c", 2, 4000))]
     worker, reasons = choose_worker(4 * GiB, records, {})
     assert worker is not None and worker.node == "a"
     assert reasons == [
