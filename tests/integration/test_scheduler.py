@@ -373,3 +373,29 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
         scheduler.process.signal(signal.SIGCONT)
         await scheduler.process.stop(5)
         await scheduler.client.close()
+
+
+async def test_a_worker_view_lasts_as_long_as_its_record(store: EtcdStore, mesh_id: str) -> None:
+    view = MeshView(store, mesh_id)
+    tasks = [asyncio.create_task(c.run()) for c in view.caches]
+    try:
+        await view.ready()
+        await put_worker(store, mesh_id, "a", 8)
+        await put_worker(store, mesh_id, "b", 24)
+        async with asyncio.timeout(10):
+            while len(view.workers.items) < 2:
+                await asyncio.sleep(0.02)
+        first = {w.node: w for w in view.worker_views()}
+        again = {w.node: w for w in view.worker_views()}
+        assert all(again[n] is first[n] for n in ("a", "b"))  # nothing made anew
+        await put_worker(store, mesh_id, "b", 40)  # its record changes
+        await store.delete(keys.worker(mesh_id, "a", "gpu0"))
+        async with asyncio.timeout(10):
+            while len(view.workers.items) > 1:
+                await asyncio.sleep(0.02)
+        [b] = view.worker_views()
+        assert b is not first["b"] and b.node == "b" and b.budget == 40 * GiB
+    finally:
+        for c in view.caches:
+            await c.stop()
+        await asyncio.gather(*tasks)
