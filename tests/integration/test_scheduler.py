@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers import eventually
 
 from meshllm.cli.etcd import EtcdServer
 from meshllm.core import keys
@@ -382,17 +383,13 @@ async def test_a_worker_view_lasts_as_long_as_its_record(store: EtcdStore, mesh_
         await view.ready()
         await put_worker(store, mesh_id, "a", 8)
         await put_worker(store, mesh_id, "b", 24)
-        async with asyncio.timeout(10):
-            while len(view.workers.items) < 2:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: len(view.workers.items) == 2, timeout=10)
         first = {w.node: w for w in view.worker_views()}
         again = {w.node: w for w in view.worker_views()}
         assert all(again[n] is first[n] for n in ("a", "b"))  # nothing made anew
         await put_worker(store, mesh_id, "b", 40)  # its record changes
         await store.delete(keys.worker(mesh_id, "a", "gpu0"))
-        async with asyncio.timeout(10):
-            while len(view.workers.items) > 1:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: len(view.workers.items) == 1, timeout=10)
         [b] = view.worker_views()
         assert b is not first["b"] and b.node == "b" and b.budget == 40 * GiB
     finally:
