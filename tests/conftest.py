@@ -62,6 +62,12 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def draft_model() -> Path:
+    """A 2-layer, narrower model of tiny_model's vocabulary: a draft for it."""
+    return cached_model(ModelShape(layers=2, embedding=64, feed_forward=128, name="tiny-draft"))
+
+
+@pytest.fixture(scope="session")
 def chat_model() -> Path:
     """SmolLM2-135M-Instruct, Q4_1: a real chat model, and a quantized one."""
     cache = Path(os.environ.get("MESH_TEST_MODEL_CACHE", Path.home() / ".cache/mesh-llm/models"))

@@ -12,6 +12,8 @@ when started with no model on its command line.
     gpu_id = "uuid:GPU-…"      # pinned only: a stable id from `mesh-llm gpus`
     mmproj = "mmproj.gguf"     # a vision model's projector: a path, org/repo/file.gguf or a
                                # file in the model's hub repo (catalog models know theirs)
+    draft = "Qwen2.5-0.5B"     # a smaller model of its family to draft with (speculative
+                               # decoding): anything --model takes
 
     [[plugin]]                 # a program run beside the node (cli/plugins.py)
     name = "notes"
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +62,7 @@ class ModelConfig(BaseModel):
     ctx_size: int | None = Field(None, ge=256)
     gpu_id: str = ""
     mmproj: str = ""
+    draft: str = ""
     parallel: int | None = Field(None, ge=1)
 
 
@@ -137,6 +140,7 @@ class StartupModels:
     projectors: dict[str, str]  # model value → its mmproj, where one was configured
     source: str  # "command line", the config file's path, or "" when there are none
     notes: list[str]  # what was ignored, said once at start
+    drafts: dict[str, str] = field(default_factory=dict)  # model value → its draft model
 
 
 def startup_models(
@@ -157,11 +161,12 @@ def startup_models(
         return StartupModels([], {}, {}, {}, "", notes)
     contexts = {m.model: m.ctx_size for m in config.models if m.ctx_size and not context_flag}
     projectors = {m.model: m.mmproj for m in config.models if m.mmproj}
+    drafts = {m.model: m.draft for m in config.models if m.draft}
     pins = {}
     if config.gpu.assignment == "pinned":
         pins = pinned_devices(config.models, devices(), config_path)
     models = list(dict.fromkeys(m.model for m in config.models))
-    return StartupModels(models, contexts, pins, projectors, str(config_path), notes)
+    return StartupModels(models, contexts, pins, projectors, str(config_path), notes, drafts)
 
 
 def pinned_devices(

@@ -16,22 +16,23 @@ from .terminal import Console
 
 
 async def register_models(
-    models: list[str],
-    projectors: dict[str, str],
+    opts: ServeOptions,
     registry: RegistrySettings,
     credentials: pki.Credentials,
     console: Console,
 ) -> list[str]:
-    """`projectors`: model value → its configured mmproj."""
+    """The node's models, each with its configured projector and draft."""
     names = []
     async with RegistryClient(f"127.0.0.1:{registry.grpc_port}", credentials) as client:
-        for value in models:
+        for value in opts.models:
             ref = model_reference(value)
-            mmproj = projectors.get(value, "")
+            mmproj, draft = opts.projectors.get(value, ""), opts.drafts.get(value, "")
             if "name" in ref:
                 await fetch_with_progress(value, mmproj, registry, console)
+            if draft and "name" in model_reference(draft):
+                await fetch_with_progress(draft, "", registry, console)
             try:
-                entry = await client.register(**ref, mmproj=mmproj)
+                entry = await client.register(**ref, mmproj=mmproj, draft=draft)
             except MeshError as exc:
                 raise ServeError(exc.message) from exc
             console.say(

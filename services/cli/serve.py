@@ -182,7 +182,7 @@ async def start_node_services(
             copies_dir=str(stack.llama_cache / COPIES),
         ),
     )
-    names = await register_models(opts.models, opts.projectors, registry, access.tls, console)
+    names = await register_models(opts, registry, access.tls, console)
     await stack.start_service(
         "scheduler",
         lambda: load_settings(
@@ -227,10 +227,13 @@ def worker_settings(
         models=",".join(models),
         model_options=[
             ModelOptions(
-                model=m, context=opts.contexts.get(m, 0), mmproj=opts.projectors.get(m, "")
+                model=m,
+                context=opts.contexts.get(m, 0),
+                mmproj=opts.projectors.get(m, ""),
+                draft=opts.drafts.get(m, ""),
             )
             for m in models
-            if m in opts.contexts or m in opts.projectors
+            if m in opts.contexts or m in opts.projectors or m in opts.drafts
         ],
         pin_to_device=part.pinned,
         supervisor=SupervisorSettings(

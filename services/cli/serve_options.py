@@ -53,6 +53,7 @@ class ServeOptions:
     models: list[str] = field(default_factory=list)  # names and GGUF paths, in flag order
     contexts: dict[str, int] = field(default_factory=dict)  # model → context (config.toml)
     projectors: dict[str, str] = field(default_factory=dict)  # model → mmproj (config.toml)
+    drafts: dict[str, str] = field(default_factory=dict)  # model → its draft model
     port: int = 9337
     console_port: int = 3131
     headless: bool = False  # the console's API without its page

@@ -57,11 +57,13 @@ class RegistryClient:
         return cls(address, credentials)
 
     async def register(
-        self, *, path: str = "", name: str = "", alias: str = "", mmproj: str = ""
+        self, *, path: str = "", name: str = "", alias: str = "", mmproj: str = "", draft: str = ""
     ) -> pb.CatalogEntry:
         with map_rpc_errors("RegisterModel"):
             reply = await self._stub.RegisterModel(
-                rpb.RegisterModelRequest(path=path, name=name, alias=alias, mmproj=mmproj),
+                rpb.RegisterModelRequest(
+                    path=path, name=name, alias=alias, mmproj=mmproj, draft=draft
+                ),
                 timeout=self._timeout_s,
             )
         return reply.entry

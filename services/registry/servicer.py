@@ -10,7 +10,8 @@ from pathlib import Path
 import grpc
 
 from meshllm.core import keys
-from meshllm.core.errors import Forbidden, InvalidRequest, NotFound
+from meshllm.core.clients import model_reference
+from meshllm.core.errors import Forbidden, InvalidRequest, MeshError, NotFound
 from meshllm.core.grpc import peer_identity
 from meshllm.core.proto.mesh.v1 import common_pb2 as pb
 from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
@@ -59,8 +60,28 @@ def _same_registration(before: pb.CatalogEntry, now: pb.CatalogEntry, path: Path
     """The same file, unchanged since, registered again under the same name (a node's
     `--model` is registered by serve and pinned by its worker)."""
     same = before.source == now.source and before.facts == now.facts
-    same = same and before.projector == now.projector
+    same = same and before.projector == now.projector and before.draft == now.draft
     return same and before.aliases == now.aliases and path.stat().st_mtime < before.registered_unix
+
+
+def check_draft(model: pb.CatalogEntry, draft: pb.CatalogEntry) -> None:
+    """A draft proposes tokens its model checks: it must speak the same vocabulary, and be
+    smaller (a draft as big as its model only slows it down)."""
+    theirs, ours = draft.facts, model.facts
+    if theirs.vocab_size != ours.vocab_size:
+        raise InvalidRequest(
+            f"{draft.name} cannot draft for {model.name}: its vocabulary has "
+            f"{theirs.vocab_size} tokens, the model's {ours.vocab_size}; a draft must share "
+            "its model's vocabulary (a smaller model of the same family)",
+            param="draft",
+        )
+    if theirs.file_size_bytes >= ours.file_size_bytes:
+        raise InvalidRequest(
+            f"{draft.name} cannot draft for {model.name}: it is not smaller than the model "
+            f"({theirs.file_size_bytes / 1e6:.0f} MB against {ours.file_size_bytes / 1e6:.0f} "
+            "MB)",
+            param="draft",
+        )
 
 
 async def inspect(path: Path) -> pb.ModelFacts:
@@ -95,6 +116,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def RegisterModel(
         self, request: rpb.RegisterModelRequest, context: grpc.aio.ServicerContext
     ) -> rpb.RegisterModelResponse:
+        draft = None
+        if request.draft:  # registered first, as a model of its own
+            ref = rpb.RegisterModelRequest(**model_reference(request.draft))
+            try:
+                draft = await self._register(ref, context, None)
+            except MeshError as exc:
+                raise type(exc)(f"draft {request.draft}: {exc.message}", param="draft") from exc
+        return rpb.RegisterModelResponse(entry=await self._register(request, context, draft))
+
+    async def _register(
+        self,
+        request: rpb.RegisterModelRequest,
+        context: grpc.aio.ServicerContext,
+        draft: pb.CatalogEntry | None,
+    ) -> pb.CatalogEntry:
         if bool(request.path) == bool(request.name):
             raise InvalidRequest("give exactly one of a GGUF path and a model name")
         if request.path:
@@ -125,7 +161,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             registered_unix=int(time.time()),
             aliases=catalog.aliases_of(name),
             projector=projector,
+            draft=draft.name if draft is not None else "",
         )
+        if draft is not None:
+            check_draft(entry, draft)
         mesh = self._settings.mesh_id
         before = await self._store.get(keys.catalog_entry(mesh, name), pb.CatalogEntry)
         if before is not None and _same_registration(before, entry, path):
@@ -149,7 +188,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             entry.facts.block_count,
             entry.facts.file_size_bytes / 1e6,
         )
-        return rpb.RegisterModelResponse(entry=entry)
+        return entry
 
     async def InspectModel(
         self, request: rpb.InspectModelRequest, context: grpc.aio.ServicerContext

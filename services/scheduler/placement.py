@@ -417,24 +417,22 @@ def _place(
     if entry is None:
         return False, ["not in the catalog: register it first"]
     candidates, reasons = _with_file(entry, files.get(want.model, set()), live.values())
-    local = [w for w in candidates if w.node == want.origin]
     context = context_for(entry.facts, want.context, settings)
     need = memory_needed(entry.facts, context, settings)
-    others = [w for w in candidates if w not in local]
-    worker, fit_reasons = choose_worker(need, local or others, used)
-    if worker is None and local and others:  # the pinning node is full: anywhere else
-        worker, more = choose_worker(need, others, used)
-        fit_reasons += more
-    holders = files.get(want.model, set())
-    if worker is None and not want.split and holders and runs_from_a_copy(entry):
-        # No device that holds the file has room: one that fits it whole takes a copy
-        # (what fits one device is never split).
-        without = [w for w in live.values() if w.node not in holders]
-        worker, more = choose_worker(need, without, used)
-        if worker is not None:
-            reasons = [f"no device holding the file has room: {worker.node} runs a copy of it"]
-        fit_reasons += more
-    reasons += fit_reasons
+    draft = None if want.split else drafting(entry, catalog, context)
+    if draft is not None:  # with its draft where one device has room for both
+        need += draft[1]
+        worker, fit, copied = _solo_worker(want, entry, files, live, candidates, need, used)
+        if worker is None:
+            need, draft = need - draft[1], None
+    if draft is None:
+        worker, fit, copied = _solo_worker(want, entry, files, live, candidates, need, used)
+    reasons = copied or reasons + fit
+    if draft is not None:
+        reasons.append(f"drafts with {draft[0]} ({fmt_bytes(draft[1])} of it)")
+    elif entry.draft and worker is not None:
+        why = "no device has room for both" if entry.draft in catalog else "not in the catalog"
+        reasons.append(f"without its draft {entry.draft}: {why}")
     mixture = moe_model(entry.facts, context, settings)
     if mixture is not None and (worker is None or want.split):
         group, shard_reasons = _shard_group(want, mixture, context, files, live, used, moe)
@@ -463,9 +461,51 @@ def _place(
         memory_bytes=need,
         reasons=reasons,
         origin=want.origin,
+        draft=draft[0] if draft is not None else "",
     )
     result.create.append((worker.record, assignment))
     return True, reasons
+
+
+def _solo_worker(
+    want: Want,
+    entry: pb.CatalogEntry,
+    files: Mapping[str, set[str]],
+    live: Mapping[tuple[str, str], Worker],
+    candidates: list[Worker],
+    need: int,
+    used: Mapping[tuple[str, str], int],
+) -> tuple[Worker | None, list[str], list[str]]:
+    """The device a replica needing `need` runs on alone: its pinning node's first, then any
+    that holds the file, then one that takes a copy; why, and (for a copy) why a copy."""
+    local = [w for w in candidates if w.node == want.origin]
+    others = [w for w in candidates if w not in local]
+    worker, reasons = choose_worker(need, local or others, used)
+    if worker is None and local and others:  # the pinning node is full: anywhere else
+        worker, more = choose_worker(need, others, used)
+        reasons += more
+    holders = files.get(want.model, set())
+    if worker is None and not want.split and holders and runs_from_a_copy(entry):
+        # No device that holds the file has room: one that fits it whole takes a copy
+        # (what fits one device is never split).
+        without = [w for w in live.values() if w.node not in holders]
+        worker, more = choose_worker(need, without, used)
+        if worker is not None:
+            why = f"no device holding the file has room: {worker.node} runs a copy of it"
+            return worker, reasons + more, [why, *more]
+        reasons += more
+    return worker, reasons, []
+
+
+def drafting(
+    entry: pb.CatalogEntry, catalog: Mapping[str, pb.CatalogEntry], context: int
+) -> tuple[str, int] | None:
+    """The model's draft and what it adds on the device (its weights and its KV cache for
+    the same context), when it has one the catalog knows."""
+    draft = catalog.get(entry.draft) if entry.draft else None
+    if draft is None:
+        return None
+    return draft.name, draft.facts.file_size_bytes + draft.facts.kv_bytes_per_token * context
 
 
 def _no_standby(standby: Mapping[tuple[str, str], Worker]) -> str:

@@ -115,7 +115,8 @@ class WorkerAgent(LoopComponent):
         for value in models:
             given = options.get(value)
             mmproj = given.mmproj if given is not None else ""
-            entry = await registry.register(**model_reference(value), mmproj=mmproj)
+            draft = given.draft if given is not None else ""
+            entry = await registry.register(**model_reference(value), mmproj=mmproj, draft=draft)
             names.append(entry.name)
             key = keys.demand_entry(
                 self.settings.mesh_id, entry.name, self.settings.node, self.worker_id
@@ -268,7 +269,7 @@ class WorkerAgent(LoopComponent):
 
     async def _start_solo(self, a: pb.Assignment) -> None:
         try:
-            await self.start_instance(a.model, a.context, a.id, a.memory_bytes)
+            await self.start_instance(a.model, a.context, a.id, a.memory_bytes, draft=a.draft)
         except MeshError as exc:
             logger.warning("cannot start %s for assignment %s: %s", a.model, a.id, exc.message)
 
@@ -474,11 +475,13 @@ class WorkerAgent(LoopComponent):
         memory_bytes: int = 0,
         split_of: tuple[pb.Assignment, tuple[str, ...]] | None = None,
         path: Path | None = None,
+        draft: str = "",
     ) -> ManagedInstance:
         """A llama-server for `model`: its file as the registry locates it on this node, or
-        the file at `path` (an expert shard)."""
+        the file at `path` (an expert shard); with `draft`, that model drafts for it."""
         assert self.supervisor is not None
         model_path, facts, projector = await self._model_file(model, path)
+        draft_path = await self._draft_file(model, draft) if draft else ""
         context = context or min(facts.context_length or 4096, 4096)
         sup = self.settings.supervisor
         spec = InstanceSpec(
@@ -486,6 +489,7 @@ class WorkerAgent(LoopComponent):
             model=model,
             model_path=model_path,
             mmproj_path=projector,
+            draft_path=draft_path,
             context=context,
             parallel=sup.parallel,
             threads=sup.threads,
@@ -499,6 +503,16 @@ class WorkerAgent(LoopComponent):
             else split_layout(*split_of, facts, self.record.device.kind),
         )
         return self.supervisor.start(spec)
+
+    async def _draft_file(self, model: str, draft: str) -> str:
+        """The draft's file on this node (located, downloaded or copied like any model's);
+        "" when it cannot be had: the model then runs without it."""
+        try:
+            path, _, _ = await self._model_file(draft, None)
+        except MeshError as exc:
+            logger.warning("%s runs without its draft %s: %s", model, draft, exc.message)
+            return ""
+        return path
 
     async def _model_file(self, model: str, path: Path | None) -> tuple[str, pb.ModelFacts, str]:
         """The model's file, its facts and its projector's file ("" for a text model, and

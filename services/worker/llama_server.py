@@ -29,6 +29,10 @@ OWNED_FLAGS = {
     "-ot": 1,
     "--mmproj": 1,
     "-mm": 1,
+    "--model-draft": 1,
+    "--spec-draft-model": 1,
+    "-md": 1,
+    "--spec-type": 1,
 }
 # On a CPU host the repeating layers it keeps run on its CPU, but llama.cpp would put the
 # output layer on the last RPC device (the full logits would then cross the link every
@@ -43,6 +47,7 @@ class InstanceSpec:
     model_path: str
     context: int
     mmproj_path: str = ""  # a vision model's multimodal projector
+    draft_path: str = ""  # a smaller model of its vocabulary that drafts tokens for it
     parallel: int = 4
     threads: int = 0
     gpu_layers: int = 0  # 0 on a CPU device; all layers on a GPU
@@ -129,6 +134,10 @@ def build_argv(binary: str, spec: InstanceSpec, port: int) -> list[str]:
     ]
     if spec.mmproj_path:
         argv += ["--mmproj", spec.mmproj_path]
+    if spec.draft_path and spec.split is None:
+        # without --spec-type llama-server loads the draft and never asks it (checked)
+        argv += ["--model-draft", spec.draft_path, "--spec-type", "draft-simple"]
+        argv += ["--spec-draft-ngl", str(spec.gpu_layers)]
     if spec.split is not None:
         argv += spec.split.argv()
     else:

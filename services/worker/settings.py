@@ -51,6 +51,7 @@ class ModelOptions(Section):
     model: str  # as given in `models`
     context: int = Field(0, description="its context; 0 = the mesh default", ge=0)
     mmproj: str = Field("", description="its multimodal projector (a path or hub reference)")
+    draft: str = Field("", description="a smaller model of its family to draft with")
 
 
 class WorkerSettings(BaseServiceSettings):

@@ -166,3 +166,48 @@ async def test_the_same_file_registered_again_keeps_its_registration(
     await registry.register(path=str(model))
     renewed = await store.get(key, pb.CatalogEntry)
     assert renewed is not None and renewed.registered_unix > 2_000_000
+
+
+async def test_a_draft_is_registered_with_its_model(
+    registry: RegistryClient, store: EtcdStore, mesh_id: str, tiny_model: Path, draft_model: Path
+) -> None:
+    entry = await registry.register(path=str(tiny_model), draft=str(draft_model))
+    assert entry.draft == draft_model.stem
+    drafter = await store.get(keys.catalog_entry(mesh_id, entry.draft), pb.CatalogEntry)
+    assert drafter is not None and drafter.facts.block_count == 2  # a model of its own
+    stored = await store.get(keys.catalog_entry(mesh_id, entry.name), pb.CatalogEntry)
+    assert stored is not None and stored.draft == entry.draft
+    again = await registry.register(path=str(tiny_model))  # without one: it drafts no more
+    assert again.draft == ""
+    stored = await store.get(keys.catalog_entry(mesh_id, entry.name), pb.CatalogEntry)
+    assert stored is not None and stored.draft == ""
+
+
+@pytest.mark.parametrize(
+    ("model", "draft", "message"),
+    [
+        ("tiny", "other-vocab", "its vocabulary has"),
+        ("draft", "tiny", "it is not smaller than the model"),
+        ("tiny", "./none.gguf", "draft ./none.gguf: "),
+    ],
+)
+async def test_a_draft_that_cannot_draft_is_refused_and_nothing_changes(
+    registry: RegistryClient,
+    store: EtcdStore,
+    mesh_id: str,
+    tiny_model: Path,
+    draft_model: Path,
+    model: str,
+    draft: str,
+    message: str,
+) -> None:
+    files = {
+        "tiny": str(tiny_model),
+        "draft": str(draft_model),
+        "other-vocab": str(cached_model(ModelShape(layers=1, vocab="gpt-2", name="gpt2-draft"))),
+    }
+    with pytest.raises((InvalidRequest, NotFound)) as refused:
+        await registry.register(path=files[model], draft=files.get(draft, draft))
+    assert message in refused.value.message
+    listed = {e.name for e in await registry.list()}
+    assert Path(files[model]).stem not in listed  # the model was not registered

@@ -36,6 +36,14 @@ def add_parser(commands: Subcommands) -> None:
         metavar="PATH",
         help="a GGUF model file to serve (repeatable)",
     )
+    serve.add_argument(
+        "--draft",
+        default="",
+        metavar="MODEL",
+        help="a smaller model of the same family (a name or GGUF path) that drafts tokens "
+        "for the one --model/--gguf (speculative decoding: the same answers, sooner); "
+        "for several models set `draft` per model in config.toml",
+    )
     add_mesh_flags(serve)
     serve.add_argument(
         "--etcd",
@@ -284,6 +292,11 @@ def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
             "--standby serves what the mesh asks for, not models of its own: drop --standby "
             "or --model/--gguf"
         )
+    if args.draft and len(flags) != 1:
+        return (
+            "--draft drafts for one model: give exactly one --model or --gguf with it, or set "
+            "`draft` per model in config.toml"
+        )
     path = _config_path(args)
     try:
         config = load(path)
@@ -300,6 +313,7 @@ def _startup_models(args: argparse.Namespace, opts: ServeOptions) -> str:
     if problem:
         return problem
     opts.models, opts.contexts, opts.projectors = chosen.models, chosen.contexts, chosen.projectors
+    opts.drafts = {flags[0]: args.draft} if args.draft else chosen.drafts
     try:
         devices = worker_devices(args.device, nvidia_devices())
         opts.workers = node_workers(devices, chosen.models, chosen.pins)

@@ -74,6 +74,7 @@ assignment = "auto"
 [[models]]
 model = "Qwen2.5-3B"
 ctx_size = 8192
+draft = "Qwen2.5-0.5B"
 [[models]]
 model = "org/repo/vision.gguf"
 mmproj = "org/repo/mmproj.gguf"
@@ -93,6 +94,7 @@ def test_the_config_is_what_serve_starts_with(tmp_path: Path) -> None:
     assert chosen.models == ["Qwen2.5-3B", "org/repo/vision.gguf"]
     assert chosen.contexts == {"Qwen2.5-3B": 8192} and chosen.pins == {}
     assert chosen.projectors == {"org/repo/vision.gguf": "org/repo/mmproj.gguf"}
+    assert chosen.drafts == {"Qwen2.5-3B": "Qwen2.5-0.5B"}
     assert chosen.notes == []
 
 

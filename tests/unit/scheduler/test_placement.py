@@ -588,3 +588,90 @@ def test_standby_workers(wants_: list[Want], pins: set[str], standby: list[str])
         w.pins_models = f"{w.node}/{w.worker_id}" in pins
     live = {(w.node, w.worker_id): w for w in workers}
     assert sorted(f"{n}/{i}" for n, i in standby_workers(wants_, live)) == standby
+
+
+def drafted(name: str, size_gib: float, draft: str) -> pb.CatalogEntry:
+    e = entry(name, size_gib, kv_per_token=1024)
+    e.draft = draft
+    return e
+
+
+@pytest.mark.parametrize(
+    ("budgets", "catalog", "split", "placed_on", "draft", "why"),
+    [
+        pytest.param(
+            {"a": 8},
+            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
+            False,
+            "a",
+            "d",
+            "drafts with d",
+            id="room for both: it drafts",
+        ),
+        pytest.param(
+            {"a": 2.3},
+            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
+            False,
+            "a",
+            "",
+            "without its draft d: no device has room for both",
+            id="room for the model only",
+        ),
+        pytest.param(
+            {"a": 2.3, "b": 2.6},
+            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
+            False,
+            "b",
+            "d",
+            "drafts with d",
+            id="the device with room for both",
+        ),
+        pytest.param(
+            {"a": 8},
+            {"m": drafted("m", 2, "ghost")},
+            False,
+            "a",
+            "",
+            "without its draft ghost: not in the catalog",
+            id="a draft the catalog lacks",
+        ),
+        pytest.param(
+            {"a": 8, "b": 8},
+            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
+            True,
+            "a",
+            "",
+            "split over 2 devices",
+            id="a split drafts nothing",
+        ),
+        pytest.param(
+            {"a": 8},
+            {"m": entry("m", 2)},
+            False,
+            "a",
+            "",
+            "fits solo",
+            id="no draft asked",
+        ),
+    ],
+)
+def test_a_replica_drafts_where_its_device_has_room_for_both(
+    budgets: dict[str, float],
+    catalog: dict[str, pb.CatalogEntry],
+    split: bool,
+    placed_on: str,
+    draft: str,
+    why: str,
+) -> None:
+    workers = [worker(node, gib) for node, gib in budgets.items()]
+    want = Want("m", "", 0, split=split)
+    result = plan([want], catalog, {}, workers, {}, SETTINGS, rtts({"ab": 1.0}))
+    lead = next(a for _, a in result.create if a.role != pb.ASSIGNMENT_ROLE_PEER)
+    assert (lead.node, lead.draft) == (placed_on, draft)
+    assert any(why in r for r in result.status["m"].reasons), result.status["m"].reasons
+    if split:
+        return
+    need = memory_needed(catalog["m"].facts, lead.context, SETTINGS)
+    d = catalog.get(draft)
+    extra = d.facts.file_size_bytes + d.facts.kv_bytes_per_token * lead.context if d else 0
+    assert lead.memory_bytes == need + extra  # what the device holds, draft included

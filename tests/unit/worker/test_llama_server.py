@@ -44,6 +44,40 @@ def test_argv_gives_a_projector_only_when_there_is_one() -> None:
     assert "--mmproj" not in build_argv("b", spec(), 41000)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "drafted", "draft_layers"),
+    [
+        ({"draft_path": "/d.gguf", "gpu_layers": 999}, True, "999"),
+        ({"draft_path": "/d.gguf"}, True, "0"),  # a CPU device: the draft stays there too
+        ({}, False, None),
+        (  # a split's host drafts nothing: its draft would be one more thing per token
+            {
+                "draft_path": "/d.gguf",
+                "split": SplitLayout(("127.0.0.1:1",), (0.5,), 0.5, 8, host_is_cpu=False),
+            },
+            False,
+            None,
+        ),
+    ],
+)
+def test_argv_drafts_with_the_draft_model_where_there_is_one(
+    overrides: dict[str, object], drafted: bool, draft_layers: str | None
+) -> None:
+    argv = build_argv("b", spec(**overrides), 41000)
+    assert ("--model-draft" in argv) is drafted
+    if drafted:  # without --spec-type the draft is loaded and never asked
+        assert argv[argv.index("--model-draft") + 1] == "/d.gguf"
+        assert argv[argv.index("--spec-type") + 1] == "draft-simple"
+        assert argv[argv.index("--spec-draft-ngl") + 1] == draft_layers
+
+
+def test_the_draft_is_the_workers_to_give() -> None:
+    extra = ["-md", "/other.gguf", "--spec-type", "ngram-simple", "--spec-draft-n-max", "8"]
+    argv = build_argv("b", spec(draft_path="/d.gguf", extra_args=extra), 41000)
+    assert "/other.gguf" not in argv and "ngram-simple" not in argv
+    assert argv[-2:] == ["--spec-draft-n-max", "8"]  # how it drafts stays the user's
+
+
 def test_user_args_come_last_without_owned_flags() -> None:
     extra = [
         "--port",

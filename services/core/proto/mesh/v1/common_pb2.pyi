@@ -265,20 +265,22 @@ class LayerRanking(_message.Message):
     def __init__(self, experts: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CatalogEntry(_message.Message):
-    __slots__ = ("name", "source", "facts", "registered_unix", "aliases", "projector")
+    __slots__ = ("name", "source", "facts", "registered_unix", "aliases", "projector", "draft")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_UNIX_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     PROJECTOR_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: ModelSource
     facts: ModelFacts
     registered_unix: int
     aliases: _containers.RepeatedScalarFieldContainer[str]
     projector: ModelSource
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., projector: _Optional[_Union[ModelSource, _Mapping]] = ...) -> None: ...
+    draft: str
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[ModelSource, _Mapping]] = ..., facts: _Optional[_Union[ModelFacts, _Mapping]] = ..., registered_unix: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., projector: _Optional[_Union[ModelSource, _Mapping]] = ..., draft: _Optional[str] = ...) -> None: ...
 
 class ModelFile(_message.Message):
     __slots__ = ("model", "node", "path", "size_bytes")
@@ -373,7 +375,7 @@ class PeerShare(_message.Message):
     def __init__(self, node: _Optional[str] = ..., worker_id: _Optional[str] = ..., share: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., assignment_id: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin", "group_id", "peers", "share", "shard")
+    __slots__ = ("id", "model", "node", "worker_id", "role", "context", "memory_bytes", "reasons", "created_unix", "origin", "group_id", "peers", "share", "shard", "draft")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +390,7 @@ class Assignment(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     node: str
@@ -402,7 +405,8 @@ class Assignment(_message.Message):
     peers: _containers.RepeatedCompositeFieldContainer[PeerShare]
     share: float
     shard: ShardSpec
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ..., group_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerShare, _Mapping]]] = ..., share: _Optional[float] = ..., shard: _Optional[_Union[ShardSpec, _Mapping]] = ...) -> None: ...
+    draft: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., node: _Optional[str] = ..., worker_id: _Optional[str] = ..., role: _Optional[_Union[AssignmentRole, str]] = ..., context: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., created_unix: _Optional[int] = ..., origin: _Optional[str] = ..., group_id: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerShare, _Mapping]]] = ..., share: _Optional[float] = ..., shard: _Optional[_Union[ShardSpec, _Mapping]] = ..., draft: _Optional[str] = ...) -> None: ...
 
 class PlacementStatus(_message.Message):
     __slots__ = ("model", "placed", "reasons", "updated_unix", "requests_per_minute", "last_request_unix", "pinned_replicas", "mesh_replicas", "replicas", "demand", "next")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as mesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mesh/v1/registry.proto\x12\x07mesh.v1\x1a\x14mesh/v1/common.proto\"Q\n\x14RegisterModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x0e\n\x06mmproj\x18\x04 \x01(\t\"=\n\x15RegisterModelResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.mesh.v1.CatalogEntry\"#\n\x13InspectModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\":\n\x14InspectModelResponse\x12\"\n\x05\x66\x61\x63ts\x18\x01 \x01(\x0b\x32\x13.mesh.v1.ModelFacts\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.mesh.v1.CatalogEntry\"1\n\x12LocateModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"_\n\x13LocateModelResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\"\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32\x13.mesh.v1.ModelFacts\x12\x16\n\x0eprojector_path\x18\x03 \x01(\t\"F\n\x13PrepareShardRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.mesh.v1.ShardSpec\"o\n\rShardProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x06record\x18\x04 \x01(\x0b\x32\x14.mesh.v1.ShardRecord\x12\x0c\n\x04path\x18\x05 \x01(\t\"C\n\x10ReadShardRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\">\n\nShardChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"1\n\x10ReadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"O\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t2\x85\x04\n\x0fRegistryService\x12N\n\rRegisterModel\x12\x1d.mesh.v1.RegisterModelRequest\x1a\x1e.mesh.v1.RegisterModelResponse\x12K\n\x0cInspectModel\x12\x1c.mesh.v1.InspectModelRequest\x1a\x1d.mesh.v1.InspectModelResponse\x12\x45\n\nListModels\x12\x1a.mesh.v1.ListModelsRequest\x1a\x1b.mesh.v1.ListModelsResponse\x12H\n\x0bLocateModel\x12\x1b.mesh.v1.LocateModelRequest\x1a\x1c.mesh.v1.LocateModelResponse\x12\x46\n\x0cPrepareShard\x12\x1c.mesh.v1.PrepareShardRequest\x1a\x16.mesh.v1.ShardProgress0\x01\x12=\n\tReadShard\x12\x19.mesh.v1.ReadShardRequest\x1a\x13.mesh.v1.ShardChunk0\x01\x12=\n\tReadModel\x12\x19.mesh.v1.ReadModelRequest\x1a\x13.mesh.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mesh/v1/registry.proto\x12\x07mesh.v1\x1a\x14mesh/v1/common.proto\"`\n\x14RegisterModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x0e\n\x06mmproj\x18\x04 \x01(\t\x12\r\n\x05\x64raft\x18\x05 \x01(\t\"=\n\x15RegisterModelResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.mesh.v1.CatalogEntry\"#\n\x13InspectModelRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\":\n\x14InspectModelResponse\x12\"\n\x05\x66\x61\x63ts\x18\x01 \x01(\x0b\x32\x13.mesh.v1.ModelFacts\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.mesh.v1.CatalogEntry\"1\n\x12LocateModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\"_\n\x13LocateModelResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\"\n\x05\x66\x61\x63ts\x18\x02 \x01(\x0b\x32\x13.mesh.v1.ModelFacts\x12\x16\n\x0eprojector_path\x18\x03 \x01(\t\"F\n\x13PrepareShardRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.mesh.v1.ShardSpec\"o\n\rShardProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12$\n\x06record\x18\x04 \x01(\x0b\x32\x14.mesh.v1.ShardRecord\x12\x0c\n\x04path\x18\x05 \x01(\t\"C\n\x10ReadShardRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\">\n\nShardChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"1\n\x10ReadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"O\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t2\x85\x04\n\x0fRegistryService\x12N\n\rRegisterModel\x12\x1d.mesh.v1.RegisterModelRequest\x1a\x1e.mesh.v1.RegisterModelResponse\x12K\n\x0cInspectModel\x12\x1c.mesh.v1.InspectModelRequest\x1a\x1d.mesh.v1.InspectModelResponse\x12\x45\n\nListModels\x12\x1a.mesh.v1.ListModelsRequest\x1a\x1b.mesh.v1.ListModelsResponse\x12H\n\x0bLocateModel\x12\x1b.mesh.v1.LocateModelRequest\x1a\x1c.mesh.v1.LocateModelResponse\x12\x46\n\x0cPrepareShard\x12\x1c.mesh.v1.PrepareShardRequest\x1a\x16.mesh.v1.ShardProgress0\x01\x12=\n\tReadShard\x12\x19.mesh.v1.ReadShardRequest\x1a\x13.mesh.v1.ShardChunk0\x01\x12=\n\tReadModel\x12\x19.mesh.v1.ReadModelRequest\x1a\x13.mesh.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.v1.registry_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERMODELREQUEST']._serialized_start=57
-  _globals['_REGISTERMODELREQUEST']._serialized_end=138
-  _globals['_REGISTERMODELRESPONSE']._serialized_start=140
-  _globals['_REGISTERMODELRESPONSE']._serialized_end=201
-  _globals['_INSPECTMODELREQUEST']._serialized_start=203
-  _globals['_INSPECTMODELREQUEST']._serialized_end=238
-  _globals['_INSPECTMODELRESPONSE']._serialized_start=240
-  _globals['_INSPECTMODELRESPONSE']._serialized_end=298
-  _globals['_LISTMODELSREQUEST']._serialized_start=300
-  _globals['_LISTMODELSREQUEST']._serialized_end=319
-  _globals['_LISTMODELSRESPONSE']._serialized_start=321
-  _globals['_LISTMODELSRESPONSE']._serialized_end=381
-  _globals['_LOCATEMODELREQUEST']._serialized_start=383
-  _globals['_LOCATEMODELREQUEST']._serialized_end=432
-  _globals['_LOCATEMODELRESPONSE']._serialized_start=434
-  _globals['_LOCATEMODELRESPONSE']._serialized_end=529
-  _globals['_PREPARESHARDREQUEST']._serialized_start=531
-  _globals['_PREPARESHARDREQUEST']._serialized_end=601
-  _globals['_SHARDPROGRESS']._serialized_start=603
-  _globals['_SHARDPROGRESS']._serialized_end=714
-  _globals['_READSHARDREQUEST']._serialized_start=716
-  _globals['_READSHARDREQUEST']._serialized_end=783
-  _globals['_SHARDCHUNK']._serialized_start=785
-  _globals['_SHARDCHUNK']._serialized_end=847
-  _globals['_READMODELREQUEST']._serialized_start=849
-  _globals['_READMODELREQUEST']._serialized_end=898
-  _globals['_MODELCHUNK']._serialized_start=900
-  _globals['_MODELCHUNK']._serialized_end=979
-  _globals['_REGISTRYSERVICE']._serialized_start=982
-  _globals['_REGISTRYSERVICE']._serialized_end=1499
+  _globals['_REGISTERMODELREQUEST']._serialized_end=153
+  _globals['_REGISTERMODELRESPONSE']._serialized_start=155
+  _globals['_REGISTERMODELRESPONSE']._serialized_end=216
+  _globals['_INSPECTMODELREQUEST']._serialized_start=218
+  _globals['_INSPECTMODELREQUEST']._serialized_end=253
+  _globals['_INSPECTMODELRESPONSE']._serialized_start=255
+  _globals['_INSPECTMODELRESPONSE']._serialized_end=313
+  _globals['_LISTMODELSREQUEST']._serialized_start=315
+  _globals['_LISTMODELSREQUEST']._serialized_end=334
+  _globals['_LISTMODELSRESPONSE']._serialized_start=336
+  _globals['_LISTMODELSRESPONSE']._serialized_end=396
+  _globals['_LOCATEMODELREQUEST']._serialized_start=398
+  _globals['_LOCATEMODELREQUEST']._serialized_end=447
+  _globals['_LOCATEMODELRESPONSE']._serialized_start=449
+  _globals['_LOCATEMODELRESPONSE']._serialized_end=544
+  _globals['_PREPARESHARDREQUEST']._serialized_start=546
+  _globals['_PREPARESHARDREQUEST']._serialized_end=616
+  _globals['_SHARDPROGRESS']._serialized_start=618
+  _globals['_SHARDPROGRESS']._serialized_end=729
+  _globals['_READSHARDREQUEST']._serialized_start=731
+  _globals['_READSHARDREQUEST']._serialized_end=798
+  _globals['_SHARDCHUNK']._serialized_start=800
+  _globals['_SHARDCHUNK']._serialized_end=862
+  _globals['_READMODELREQUEST']._serialized_start=864
+  _globals['_READMODELREQUEST']._serialized_end=913
+  _globals['_MODELCHUNK']._serialized_start=915
+  _globals['_MODELCHUNK']._serialized_end=994
+  _globals['_REGISTRYSERVICE']._serialized_start=997
+  _globals['_REGISTRYSERVICE']._serialized_end=1514
 # @@protoc_insertion_point(module_scope)

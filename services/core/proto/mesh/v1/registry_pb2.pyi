@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterModelRequest(_message.Message):
-    __slots__ = ("path", "name", "alias", "mmproj")
+    __slots__ = ("path", "name", "alias", "mmproj", "draft")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     MMPROJ_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     path: str
     name: str
     alias: str
     mmproj: str
-    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ..., mmproj: _Optional[str] = ...) -> None: ...
+    draft: str
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., alias: _Optional[str] = ..., mmproj: _Optional[str] = ..., draft: _Optional[str] = ...) -> None: ...
 
 class RegisterModelResponse(_message.Message):
     __slots__ = ("entry",)
