@@ -13,6 +13,10 @@ Three pairs:
   Q4_1 file itself, on real text.
 
     .venv/bin/python bench/drafts.py [--tokens 96] [--threads 2] [--draft-max N] [--markdown]
+        [--pairs agreeing,unrelated,smollm] [--base GGUF] [--gpu]
+
+`--base` makes the agreeing pair from another model (bench/gpu_drafts.sh: an 8B-shaped
+Q4_K_M on a GPU); `--gpu` puts every layer, the draft's too, on the GPU.
 
 `--draft-max` is llama-server's `--spec-draft-n-max` (tokens drafted a round; 0: its default,
 3), which a node takes from `supervisor.extra_args`.
@@ -96,14 +100,20 @@ def _layer(name: str) -> int | None:
 
 
 def decode(
-    model: Path, draft: Path | None, threads: int, tokens: int, chat: bool, draft_max: int = 0
+    model: Path,
+    draft: Path | None,
+    threads: int,
+    tokens: int,
+    chat: bool,
+    draft_max: int = 0,
+    gpu: bool = False,
 ) -> dict:
     """Decode speed and draft acceptance over the prompts, one llama-server on `model`."""
     binary = find_binary("llama-server").path
     port = free_port()
     spec = InstanceSpec(
         "bench", "m", str(model), 2048, parallel=1, threads=threads, prompt_cache_mib=0,
-        draft_path=str(draft) if draft else "",
+        draft_path=str(draft) if draft else "", gpu_layers=999 if gpu else 0,
         extra_args=("--spec-draft-n-max", str(draft_max)) if draft and draft_max else (),
     )  # fmt: skip
     process = subprocess.Popen(
@@ -149,10 +159,30 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit("llama-server was not ready after 300 s")
 
 
-def pairs(folder: Path) -> list[tuple[str, Path, Path, bool]]:
-    base = cached_model(BASE)
-    agreeing = rewrite(base, folder / "agreeing.gguf", None, zero_after=KEEP)
-    first = rewrite(base, folder / "first-layers.gguf", keep_layers=KEEP, zero_after=None)
+def pairs(folder: Path, wanted: list[str], base: Path | None) -> list[tuple[str, Path, Path, bool]]:
+    found = []
+    if "agreeing" in wanted:
+        base = base or cached_model(BASE)
+        agreeing = rewrite(base, folder / "agreeing.gguf", None, zero_after=KEEP)
+        first = rewrite(base, folder / "first-layers.gguf", keep_layers=KEEP, zero_after=None)
+        layers = gguf_layers(base)
+        found.append((f"agreeing ({layers} layers, drafted by its first {KEEP})", agreeing, first))
+    if "unrelated" in wanted:
+        found.append(("unrelated (16 layers, a random 2-layer draft)", cached_model(BASE),
+                      cached_model(UNRELATED)))  # fmt: skip
+    chosen = [(name, model, draft, False) for name, model, draft in found]
+    if "smollm" in wanted:
+        chosen.append(smollm_pair(folder))
+    return chosen
+
+
+def gguf_layers(path: Path) -> int:
+    reader = gguf.GGUFReader(path)
+    arch = str(reader.fields["general.architecture"].contents())
+    return int(reader.fields[f"{arch}.block_count"].contents())
+
+
+def smollm_pair(folder: Path) -> tuple[str, Path, Path, bool]:
     smollm = fetch_builtin("smollm2-135m-instruct", Path.home() / ".cache/mesh-llm/models")
     f16 = folder / "smollm2-f16.gguf"
     quantize = llama_tool("llama-quantize")
@@ -162,11 +192,7 @@ def pairs(folder: Path) -> list[tuple[str, Path, Path, bool]]:
         [quantize, "--allow-requantize", str(smollm), str(f16), "F16"],
         check=True, capture_output=True,
     )  # fmt: skip
-    return [
-        ("agreeing (16 layers, drafted by its first 2)", agreeing, first, False),
-        ("unrelated (16 layers, a random 2-layer draft)", base, cached_model(UNRELATED), False),
-        ("SmolLM2-135M F16, drafted by its Q4_1", f16, smollm, True),
-    ]
+    return ("SmolLM2-135M F16, drafted by its Q4_1", f16, smollm, True)
 
 
 def main() -> None:
@@ -174,13 +200,19 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--draft-max", type=int, default=0, help="tokens drafted a round")
+    parser.add_argument("--pairs", default="agreeing,unrelated,smollm")
+    parser.add_argument("--base", default="", help="the model the agreeing pair is made of")
+    parser.add_argument("--gpu", action="store_true", help="every layer on the GPU")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model, draft, chat in pairs(Path(tmp)):
-            alone = decode(model, None, args.threads, args.tokens, chat)
-            drafted = decode(model, draft, args.threads, args.tokens, chat, args.draft_max)
+        base = Path(args.base) if args.base else None
+        for name, model, draft, chat in pairs(Path(tmp), args.pairs.split(","), base):
+            alone = decode(model, None, args.threads, args.tokens, chat, 0, args.gpu)
+            drafted = decode(
+                model, draft, args.threads, args.tokens, chat, args.draft_max, args.gpu
+            )
             same = alone["texts"] == drafted["texts"]
             rows.append((name, alone, drafted, same))
     header = "| pair | alone tok/s | with draft tok/s | ratio | accepted | same answers |"
