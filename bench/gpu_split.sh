@@ -8,18 +8,9 @@
 #   bench/gpu_split.sh            (env: LLAMA_SDIST, LLAMA_CUDA_ARCHITECTURES (90), JOBS, SHAPE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RESULTS=${RESULTS:-/tmp/gpu-results}
-mkdir -p "$RESULTS"
-export LLAMA_CUDA_ARCHITECTURES=${LLAMA_CUDA_ARCHITECTURES:-90} JOBS=${JOBS:-$(nproc)}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/gpu.txt"
-start=$SECONDS
-bash scripts/build-llama.sh cuda
-echo "build: $((SECONDS - start)) s" | tee -a "$RESULTS/gpu.txt"
-export MESH_LLAMA_BIN_DIR=${MESH_LLAMA_CACHE:-$HOME/.cache/mesh-llm/llama.cpp}/0.3.36-cuda/bin
+source bench/gpu_setup.sh
 [[ ${TUNNEL_RTT:-1} == 1 ]] && { python3 bench/tunnel_rtt.py --round-trips 5000 --markdown | tee "$RESULTS/tunnel.md" || echo "tunnel_rtt failed"; }
 SPLIT=(--gpu --concurrency 1,8 --max-tokens 128 --rounds 3 --requests 2 --threads 4 --markdown)
-MODEL=$(python3 -c "import sys; sys.path.insert(0, 'bench'); import pipeline_split as p
-print(p.prepare_model(p.argparse.Namespace(model='', shape='${SHAPE:-8b}', quantize='Q4_K_M'), None))")
 for fa in ${FLASH_ATTN:-mesh off on}; do  # as the mesh runs it; then every side alike
   python3 bench/pipeline_split.py --model "$MODEL" --flash-attn "$fa" "${SPLIT[@]}" \
     | tee "$RESULTS/split-fa-$fa.md" || echo "split with --flash-attn $fa failed"

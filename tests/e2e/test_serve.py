@@ -311,22 +311,11 @@ def test_api_keys_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
 
 def test_a_run_without_a_state_dir_leaves_only_its_logs(tmp_path: Path, tiny_model: Path) -> None:
     port = free_port()
+    argv = ["env", f"TMPDIR={tmp_path}", *mesh_llm("serve", "--gguf", str(tiny_model))]
+    argv += ["--port", str(port), "--console-port", "0", "--json"]
     running = ServeProcess(
         "serve",
-        [
-            "env",
-            f"TMPDIR={tmp_path}",
-            *mesh_llm(
-                "serve",
-                "--gguf",
-                str(tiny_model),
-                "--port",
-                str(port),
-                "--console-port",
-                "0",
-                "--json",
-            ),
-        ],
+        argv,
         api=f"http://127.0.0.1:{port}/v1",
     ).start()
     try:

@@ -596,64 +596,36 @@ def drafted(name: str, size_gib: float, draft: str) -> pb.CatalogEntry:
     return e
 
 
+def with_draft(draft: str = "d") -> dict[str, pb.CatalogEntry]:
+    """A 2 GiB model drafted by a 0.5 GiB one (or by one the catalog lacks)."""
+    catalog = {"m": drafted("m", 2, draft)}
+    return {**catalog, "d": entry("d", 0.5, 256)} if draft == "d" else catalog
+
+
+# budgets in GiB, the catalog, whether a split is asked, where the replica goes, its draft,
+# and a reason it gives
+DRAFT_CASES = {
+    "room for both: it drafts": ({"a": 8}, with_draft(), False, "a", "d", "drafts with d"),
+    "room for the model only": (
+        {"a": 2.3}, with_draft(), False, "a", "", "without its draft d: no device has room"
+    ),
+    "the device with room for both": (
+        {"a": 2.3, "b": 2.6}, with_draft(), False, "b", "d", "drafts with d"
+    ),
+    "a draft the catalog lacks": (
+        {"a": 8}, with_draft("ghost"), False, "a", "", "without its draft ghost: not in the"
+    ),
+    "a split drafts nothing": (
+        {"a": 8, "b": 8}, with_draft(), True, "a", "", "split over 2 devices"
+    ),
+    "no draft asked": ({"a": 8}, {"m": entry("m", 2)}, False, "a", "", "fits solo"),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("budgets", "catalog", "split", "placed_on", "draft", "why"),
-    [
-        pytest.param(
-            {"a": 8},
-            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
-            False,
-            "a",
-            "d",
-            "drafts with d",
-            id="room for both: it drafts",
-        ),
-        pytest.param(
-            {"a": 2.3},
-            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
-            False,
-            "a",
-            "",
-            "without its draft d: no device has room for both",
-            id="room for the model only",
-        ),
-        pytest.param(
-            {"a": 2.3, "b": 2.6},
-            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
-            False,
-            "b",
-            "d",
-            "drafts with d",
-            id="the device with room for both",
-        ),
-        pytest.param(
-            {"a": 8},
-            {"m": drafted("m", 2, "ghost")},
-            False,
-            "a",
-            "",
-            "without its draft ghost: not in the catalog",
-            id="a draft the catalog lacks",
-        ),
-        pytest.param(
-            {"a": 8, "b": 8},
-            {"m": drafted("m", 2, "d"), "d": entry("d", 0.5, 256)},
-            True,
-            "a",
-            "",
-            "split over 2 devices",
-            id="a split drafts nothing",
-        ),
-        pytest.param(
-            {"a": 8},
-            {"m": entry("m", 2)},
-            False,
-            "a",
-            "",
-            "fits solo",
-            id="no draft asked",
-        ),
-    ],
+    list(DRAFT_CASES.values()),
+    ids=list(DRAFT_CASES),
 )
 def test_a_replica_drafts_where_its_device_has_room_for_both(
     budgets: dict[str, float],
