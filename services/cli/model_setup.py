@@ -9,6 +9,7 @@ from pathlib import Path
 from meshllm.core import pki
 from meshllm.core.clients import RegistryClient, model_reference
 from meshllm.core.errors import MeshError
+from meshllm.registry import model_catalog
 from meshllm.registry.settings import RegistrySettings
 
 from .serve_options import ServeError, ServeOptions
@@ -26,7 +27,13 @@ async def register_models(
     async with RegistryClient(f"127.0.0.1:{registry.grpc_port}", credentials) as client:
         for value in opts.models:
             ref = model_reference(value)
-            mmproj, draft = opts.projectors.get(value, ""), opts.drafts.get(value, "")
+            mmproj, given = opts.projectors.get(value, ""), opts.drafts.get(value, "")
+            draft = model_catalog.draft_for(value, given)
+            if given and not draft:
+                raise ServeError(
+                    f"--draft {given}: {value} has no draft in the catalog; name one (a "
+                    "smaller model of its family)"
+                )
             if "name" in ref:
                 await fetch_with_progress(value, mmproj, registry, console)
             if draft and "name" in model_reference(draft):

@@ -592,6 +592,18 @@ def find(name: str) -> CatalogModel | None:
     return _BY_NAME.get(name.casefold())
 
 
+AUTO_DRAFT = "auto"  # `--draft auto`: the catalog's draft for the model
+
+
+def draft_for(model: str, draft: str) -> str:
+    """The draft to register with `model`: `draft` as given, or for AUTO_DRAFT the one the
+    catalog names for it ("" when it names none)."""
+    if draft != AUTO_DRAFT:
+        return draft
+    listed = find(model)
+    return listed.draft if listed is not None else ""
+
+
 def search(text: str) -> list[CatalogModel]:
     """Entries whose name, an alias, repo or description contains `text` (any case),
     smallest first. Empty text matches every entry."""

@@ -18,7 +18,7 @@ from meshllm.core.proto.mesh.v1 import registry_pb2 as rpb
 from meshllm.core.proto.mesh.v1 import registry_pb2_grpc
 from meshllm.core.store import EtcdStore, LeaseKeeper
 
-from . import catalog, hub, sources
+from . import catalog, hub, model_catalog, sources
 from .downloads import Manifest
 from .file_reads import chunks_of
 from .gguf_facts import GgufError, GgufFacts, read_facts
@@ -117,12 +117,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: rpb.RegisterModelRequest, context: grpc.aio.ServicerContext
     ) -> rpb.RegisterModelResponse:
         draft = None
-        if request.draft:  # registered first, as a model of its own
-            ref = rpb.RegisterModelRequest(**model_reference(request.draft))
+        value = model_catalog.draft_for(request.name, request.draft)
+        if request.draft and not value:
+            raise InvalidRequest(
+                f"{request.name or request.path} has no draft in the catalog: name one",
+                param="draft",
+            )
+        if value:  # registered first, as a model of its own
+            ref = rpb.RegisterModelRequest(**model_reference(value))
             try:
                 draft = await self._register(ref, context, None)
             except MeshError as exc:
-                raise type(exc)(f"draft {request.draft}: {exc.message}", param="draft") from exc
+                raise type(exc)(f"draft {value}: {exc.message}", param="draft") from exc
         return rpb.RegisterModelResponse(entry=await self._register(request, context, draft))
 
     async def _register(

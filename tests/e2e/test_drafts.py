@@ -53,3 +53,12 @@ def test_a_draft_for_two_models_is_refused_in_one_line(tiny_model: Path, draft_m
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()
     assert "--draft drafts for one model" in line
+
+
+def test_auto_for_a_model_the_catalog_has_no_draft_for_is_refused(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    node = local_serve(tmp_path / "a", tiny_model, extra=("--draft", "auto"))
+    assert node.process is not None and node.process.wait(120) != 0
+    [error] = [e for e in node.events if "output" in e and "error" in e["output"]]
+    assert "has no draft in the catalog" in error["output"], node.events

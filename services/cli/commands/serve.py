@@ -42,7 +42,8 @@ def add_parser(commands: Subcommands) -> None:
         metavar="MODEL",
         help="a smaller model of the same family (a name or GGUF path) that drafts tokens "
         "for the one --model/--gguf (speculative decoding: the same answers, sooner); "
-        "for several models set `draft` per model in config.toml",
+        "`auto`: the catalog's draft for a catalog model; for several models set `draft` per "
+        "model in config.toml",
     )
     add_mesh_flags(serve)
     serve.add_argument(

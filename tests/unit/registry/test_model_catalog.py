@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from meshllm.registry.model_catalog import CATALOG, CatalogModel, find, fitting, search
+from meshllm.registry.model_catalog import (
+    AUTO_DRAFT,
+    CATALOG,
+    CatalogModel,
+    draft_for,
+    find,
+    fitting,
+    search,
+)
 
 GB = 1_000_000_000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -179,3 +187,18 @@ def test_fitting_headroom_boundary() -> None:
     assert smallest.size_bytes * 6 % 5 == 0  # so that `exact` is the boundary itself
     assert smallest in fitting(exact)
     assert smallest not in fitting(exact - 1)
+
+
+@pytest.mark.parametrize(
+    ("model", "draft", "expected"),
+    [
+        ("Qwen2.5-7B", AUTO_DRAFT, "Qwen2.5-0.5B-Instruct-Q4_K_M"),  # by an alias, any case
+        ("qwen2.5-7b", AUTO_DRAFT, "Qwen2.5-0.5B-Instruct-Q4_K_M"),
+        ("Qwen2.5-7B", "./mine.gguf", "./mine.gguf"),  # one given is kept
+        ("Qwen2.5-7B", "", ""),
+        ("smollm2-135m-instruct", AUTO_DRAFT, ""),  # the smallest of its family has none
+        ("./model.gguf", AUTO_DRAFT, ""),  # not a catalog model
+    ],
+)
+def test_auto_is_the_catalogs_draft_for_the_model(model: str, draft: str, expected: str) -> None:
+    assert draft_for(model, draft) == expected
