@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from meshllm.core.binaries import find_binary
 from meshllm.core.config import load_settings
 from meshllm.core.errors import Unavailable
 from meshllm.core.model_copies import COPIES
-from meshllm.core.ports import free_port, worker_port_range
+from meshllm.core.ports import free_port, reserve, worker_port_range
 from meshllm.gateway.guard import read_keys
 from meshllm.gateway.settings import GatewaySettings
 from meshllm.registry.settings import RegistrySettings
@@ -51,6 +50,10 @@ def check_port_free(port: int, host: str, flag: str) -> None:
 async def serve(opts: ServeOptions) -> int:
     console = Console(opts.json)
     check_port_free(opts.port, opts.api_host, "--port")
+    tunnels = (
+        [opts.tunnel_port + i for i in range(len(opts.workers) or 1)] if opts.tunnel_port else []
+    )
+    reserve(opts.port, opts.console_port, *tunnels)  # never handed to one of our services
     if opts.console_port:
         check_port_free(opts.console_port, opts.api_host, "--console-port")
     llama = ""
@@ -167,18 +170,13 @@ async def start_node_services(
     common: dict[str, object],
     access: MeshAccess,
 ) -> list[str]:
-    known = (opts.port, opts.console_port, opts.tunnel_port)
-
-    def port(host: str = "127.0.0.1") -> int:
-        return free_port(host, avoid=known)
-
     registry = await stack.start_service(
         "registry",
         lambda: load_settings(
             RegistrySettings,
             **common,
-            grpc_port=port(),
-            http_port=port(),
+            grpc_port=free_port(),
+            http_port=free_port(),
             copies_dir=str(stack.llama_cache / COPIES),
         ),
     )
@@ -188,14 +186,14 @@ async def start_node_services(
         lambda: load_settings(
             SchedulerSettings,
             **common,
-            grpc_port=port(),
-            http_port=port(),
+            grpc_port=free_port(),
+            http_port=free_port(),
             placement={"default_context": opts.context or 4096},
         ),
     )
     parts = opts.workers or [WorkerPart(opts.device, pinned=False)]
     for i, part in enumerate(parts):
-        settings = partial(worker_settings, opts, common, i, part, llama_server, stack, port)
+        settings = partial(worker_settings, opts, common, i, part, llama_server, stack)
         await stack.start_service("worker", settings, name=part.service_name(i, len(parts)))
     return names
 
@@ -207,7 +205,6 @@ def worker_settings(
     part: WorkerPart,
     llama_server: str,
     stack: Stack,
-    port: Callable[[str], int],
 ) -> WorkerSettings:
     """The `index`-th worker's settings, on fresh ports at each call."""
     bind = str(common["bind_host"])
@@ -215,10 +212,10 @@ def worker_settings(
     return load_settings(
         WorkerSettings,
         **common,
-        grpc_port=port("127.0.0.1"),
-        http_port=port("127.0.0.1"),
-        relay_port=port(bind),
-        tunnel_port=opts.tunnel_port + index if opts.tunnel_port else port(bind),
+        grpc_port=free_port(),
+        http_port=free_port(),
+        relay_port=free_port(bind),
+        tunnel_port=opts.tunnel_port + index if opts.tunnel_port else free_port(bind),
         device=part.device,
         cpu_memory_bytes=int(opts.cpu_memory_gib * 2**30),
         max_memory_bytes=int(opts.max_vram_gb * 1e9),

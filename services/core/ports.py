@@ -54,9 +54,15 @@ def bindable(host: str, port: int) -> bool:
     return True
 
 
+def reserve(*ports: int) -> None:
+    """Ports this process was told to use (`serve --port`): never handed out to another."""
+    _handed_out.update(p for p in ports if p)
+
+
 def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
     """A port nothing on `host` holds now, outside the ephemeral range, not one this process
-    handed out before nor one of `avoid`; the kernel's pick where the pool is used up."""
+    handed out or reserved before nor one of `avoid`; the kernel's pick where the pool is
+    used up."""
     pool = outside(SERVICE_PORTS, ephemeral_range())
     for port in random.sample(pool, min(len(pool), 64)):
         if port not in _handed_out and port not in avoid and bindable(host, port):

@@ -16,6 +16,7 @@ from meshllm.core.ports import (
     ephemeral_range,
     free_port,
     outside,
+    reserve,
     worker_port_range,
 )
 
@@ -80,3 +81,12 @@ def test_a_held_port_and_an_avoided_one_are_never_handed_out(
 def test_the_kernel_picks_when_the_pool_is_used_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ports, "outside", lambda pool, ephemeral: [])
     assert bindable("127.0.0.1", free_port())
+
+
+def test_a_reserved_port_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "_handed_out", set())
+    monkeypatch.setattr(ports, "outside", lambda pool, ephemeral: [25101, 25102])
+    monkeypatch.setattr(ports.random, "sample", lambda population, k: list(population))
+    reserve(25101, 0)  # serve's own --port; 0: a port not asked for
+    assert free_port() == 25102
+    assert 0 not in ports._handed_out
