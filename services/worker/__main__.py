@@ -22,6 +22,7 @@ from meshllm.core.streaming import upstream_session
 from . import rpc_cache
 from .agent import WorkerAgent
 from .binaries import rpc_version
+from .drafts import DraftGuard
 from .gpu_bench import cached_gbps
 from .gpus import cap_budget, select_device
 from .launchers import LLAMA_SERVER, RPC_SERVER
@@ -146,6 +147,8 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         per_round=settings.rtt_probes_per_round,
     )
     llama_metrics = LlamaScraper(supervisor, lambda: session)
+    sup = settings.supervisor
+    drafts = DraftGuard(supervisor, llama_metrics, sup.draft_judged_after, sup.draft_min_acceptance)
     REGISTRY.register(
         WorkerCollector(
             agent.record,
@@ -177,6 +180,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             agent,
             Drainer(agent),
             llama_metrics,
+            drafts,
         ],
         ready=ready,
         announce=False,

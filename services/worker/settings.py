@@ -36,6 +36,12 @@ class SupervisorSettings(Section):
     prompt_cache_mib: int = Field(
         256, ge=0, description="llama-server's host-RAM prompt cache (--cache-ram; 0 = off)"
     )
+    draft_min_acceptance: float = Field(
+        0.3, ge=0, le=1, description="a draft right less often than this is dropped (0: never)"
+    )
+    draft_judged_after: int = Field(
+        256, ge=1, description="drafted tokens before a draft is judged by how often it was right"
+    )
     log_dir: str = Field(default_factory=_default_log_dir)
     extra_args: list[str] = Field(default_factory=list, description="appended to llama-server")
 
