@@ -57,16 +57,26 @@ class Service:
     essential: bool = True  # one that keeps exiting takes the node down; else it is left
     settings: BaseServiceSettings | None = None
     settings_for: Callable[[], BaseServiceSettings] | None = None  # fresh ports at each call
+    repicked: bool = False  # its settings moved since its last start
 
     @property
     def port_taken(self) -> bool:
         return self.process is not None and self.process.returncode == PORT_TAKEN_EXIT
 
+    def repick(self) -> bool:
+        """After one of its ports was taken: settings on fresh ports; False when they cannot
+        move (the user's own, as a gateway's --port)."""
+        fresh = self.settings_for() if self.settings_for is not None else None
+        if fresh is None or fresh == self.settings:
+            return False
+        self.settings, self.env, self.ready_url = fresh, service_env(fresh), fresh.probe_url
+        self.repicked = True
+        return True
+
     async def start(self) -> ChildProcess:
-        if self.port_taken and self.settings_for is not None:
-            self.settings = self.settings_for()
-            self.env = service_env(self.settings)
-            self.ready_url = self.settings.probe_url
+        if self.port_taken and not self.repicked:  # a restart
+            self.repick()
+        self.repicked = False
         self.process = ChildProcess(
             self.name, self.argv, env=self.env, log_path=self.log_path, echo=self.echo
         )
@@ -169,7 +179,7 @@ class Stack:
             try:
                 return await self._started(service, type(settings))
             except ServeError:
-                if not service.port_taken:
+                if not (service.port_taken and service.repick()):
                     raise
             self.console.say(
                 f"{name} found a port it was given taken; starting it on others",

@@ -82,3 +82,24 @@ async def test_a_port_taken_every_time_fails_with_one_clear_line(
         assert len(service.log_path.read_text().split("cannot run:")) == PORT_ATTEMPTS + 1
     finally:
         await stack.stop()
+
+
+async def test_ports_that_cannot_move_are_not_tried_again(
+    etcd: EtcdServer,
+    mesh_id: str,
+    tmp_path: Path,
+    held_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gateway's --port is the user's: when it is taken there is nothing to move."""
+    fixed = scheduler_settings(etcd, mesh_id, http_port=held_port)
+    stack = Stack(ServeOptions(state_dir=str(tmp_path)), Console(as_json=True))
+    try:
+        with pytest.raises(ServeError) as failed:
+            await stack.start_service("scheduler", lambda: fixed)
+        [service] = stack.services
+        assert service.port_taken and f"127.0.0.1:{held_port}" in str(failed.value)
+        assert len(service.log_path.read_text().split("cannot run:")) == 2  # tried once
+    finally:
+        await stack.stop()
+    assert not [e for e in events(capsys.readouterr().out) if e.get("event") == "port_taken"]
