@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Collection
 from pathlib import Path
 
 SERVICE_PORTS = range(20000, 30000)
@@ -59,13 +58,12 @@ def reserve(*ports: int) -> None:
     _handed_out.update(p for p in ports if p)
 
 
-def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing on `host` holds now, outside the ephemeral range, not one this process
-    handed out or reserved before nor one of `avoid`; the kernel's pick where the pool is
-    used up."""
+    handed out or reserved before; the kernel's pick where the pool is used up."""
     pool = outside(SERVICE_PORTS, ephemeral_range())
     for port in random.sample(pool, min(len(pool), 64)):
-        if port not in _handed_out and port not in avoid and bindable(host, port):
+        if port not in _handed_out and bindable(host, port):
             _handed_out.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
