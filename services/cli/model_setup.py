@@ -27,17 +27,12 @@ async def register_models(
     async with RegistryClient(f"127.0.0.1:{registry.grpc_port}", credentials) as client:
         for value in opts.models:
             ref = model_reference(value)
-            mmproj, given = opts.projectors.get(value, ""), opts.drafts.get(value, "")
-            draft = model_catalog.draft_for(value, given)
-            if given and not draft:
-                raise ServeError(
-                    f"--draft {given}: {value} has no draft in the catalog; name one (a "
-                    "smaller model of its family)"
-                )
+            mmproj, draft = opts.projectors.get(value, ""), opts.drafts.get(value, "")
             if "name" in ref:
                 await fetch_with_progress(value, mmproj, registry, console)
-            if draft and "name" in model_reference(draft):
-                await fetch_with_progress(draft, "", registry, console)
+            fetched = model_catalog.draft_for(value, draft)  # the registry refuses a bad one
+            if fetched and "name" in model_reference(fetched):
+                await fetch_with_progress(fetched, "", registry, console)
             try:
                 entry = await client.register(**ref, mmproj=mmproj, draft=draft)
             except MeshError as exc:
