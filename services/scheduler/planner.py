@@ -56,11 +56,9 @@ class MeshView:
         old, self._views = self._views, {}
         for key, record in self.workers.items.items():
             view = old.get(key)
-            self._views[key] = (
-                view
-                if view is not None and view.record is record
-                else (placement.Worker.of(record))
-            )
+            if view is None or view.record is not record:
+                view = placement.Worker.of(record)
+            self._views[key] = view
         return list(self._views.values())
 
     def file_nodes(self) -> dict[str, set[str]]:
